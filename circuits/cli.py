@@ -182,10 +182,12 @@ def _register_subcommands() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
     from circuits.cli_compare import compare, evaluate
     from circuits.cli_sae import sae_app
+    from circuits.cli_zoo import zoo_app
 
     app.command()(compare)
     app.command()(evaluate)
     app.add_typer(sae_app, name="sae")
+    app.add_typer(zoo_app, name="zoo")
     from circuits.cli_analysis import absorption, seeds
 
     sae_app.command()(seeds)
