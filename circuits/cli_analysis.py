@@ -4,8 +4,6 @@ Parsing and rendering only; the science is in circuits.analysis."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from circuits.atomic import atomic_write_bytes
 from circuits.cli_common import atomic_write_text, check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
@@ -21,18 +20,6 @@ ACTIVATION_SUFFIXES = (".safetensors", ".npy")
 
 
 # ---- shared helpers ----------------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes via a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _bars(enabled: bool) -> tuple[Progress, Callable[[str, int, int], None]]:
     """A progress display and a callback (label, done, total) that keeps one bar per label."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -79,7 +66,7 @@ def _write_outputs(out: Path | None, stem: str, result: dict[str, Any], png: byt
     if out is None:
         return {}
     files = {"json": str(out / f"{stem}.json"), "figure": str(out / f"{stem}.png")}
-    _atomic_write(out / f"{stem}.png", png)
+    atomic_write_bytes(out / f"{stem}.png", png)
     result["files"] = files
     atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
     return files
@@ -432,6 +419,6 @@ def write_stability_figures(payload: dict[str, Any], out_dir: Path) -> dict[str,
     files = {}
     for fig in stability_figures(payload):
         path = out_dir / f"{fig.key}.png"
-        _atomic_write(path, fig.png)
+        atomic_write_bytes(path, fig.png)
         files[fig.key] = str(path)
     return files

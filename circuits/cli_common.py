@@ -6,7 +6,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from circuits.atomic import atomic_write_text  # noqa: F401  (re-exported for the CLI modules)
 from circuits.errors import CircuitsError
 
 console = Console(stderr=True)  # progress and tables go to stderr, so --json stdout stays clean
@@ -37,19 +37,6 @@ def user_errors(func: F) -> F:
             raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_writable_dir(path: Path) -> Path:

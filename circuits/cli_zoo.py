@@ -139,7 +139,7 @@ def list_cmd(
                   caption="acc: held-out accuracy (metric > 0); neg>0, negavg: negatives with metric > 0, "
                           "their mean metric; heads: ablation ground-truth circuit; faith: normalised "
                           "faithfulness (circuit - empty) / (full - empty), ratio: circuit / full")
-    table.add_column("model", no_wrap=True)
+    table.add_column("model", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
     for col in ("shape", "acc", "neg>0", "negavg", "heads", "edges", "faith", "ratio", "train"):
         table.add_column(col, no_wrap=True, justify="right")
     for r in rows:

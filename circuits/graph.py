@@ -7,14 +7,13 @@ edges go from an earlier-layer head to a later-layer head with attributes score,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
 import torch
 
+from circuits.atomic import atomic_write
 from tasks.base import Head
 
 EXPORT_FORMATS = {"graphml": "circuit.graphml", "gexf": "circuit.gexf", "json": "circuit.json",
@@ -62,17 +61,6 @@ def to_dot(graph: nx.DiGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, writer: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_graph(graph: nx.DiGraph, directory: Path) -> dict[str, str]:
     """Write every export format into `directory` (atomically); returns format -> path."""
     directory = Path(directory)
@@ -85,7 +73,7 @@ def export_graph(graph: nx.DiGraph, directory: Path) -> dict[str, str]:
     }
     for fmt, filename in EXPORT_FORMATS.items():
         path = directory / filename
-        _write_atomic(path, writers[fmt])
+        atomic_write(path, writers[fmt])
         written[fmt] = str(path)
     return written
 

@@ -14,7 +14,6 @@ import html
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from circuits.atomic import atomic_write_bytes
 from circuits.errors import CircuitsError
 
 
@@ -411,17 +411,6 @@ def render_html(payload: dict[str, Any], figures: list[ReportFigure]) -> str:
             f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_report_path(path: Path) -> Path:
     """Refuse, before any work, a report path that cannot be written (directory, missing parent)."""
     path = Path(path)
@@ -445,7 +434,7 @@ def write_report(payload: dict[str, Any], path: Path) -> dict[str, str]:
     written: dict[str, str] = {}
     for fig in figures:
         png_path = path.with_name(f"{path.stem}.{fig.key}.png")
-        _atomic_write(png_path, fig.png)
+        atomic_write_bytes(png_path, fig.png)
         written[fig.key] = str(png_path)
-    _atomic_write(path, render_html(payload, figures).encode("utf-8"))
+    atomic_write_bytes(path, render_html(payload, figures).encode("utf-8"))
     return {"report": str(path), **written}

@@ -11,8 +11,6 @@ for every seed, so the spread includes prompt sampling. Every method is scored b
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from circuits.atomic import atomic_write
 from circuits.baselines import BASELINES, SELECTION_NOTE, run_baseline
 from circuits.discovery import FindConfig, find_circuit, ground_truth_for, split_prompts
 from circuits.errors import CircuitsError
@@ -221,12 +220,5 @@ def write_roc_plot(report: dict[str, Any], path: Path) -> Path:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     return path
