@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
 from rich.table import Table
 
 from circuits.cli_common import atomic_write_text, check_writable_dir, console, print_json, user_errors
@@ -96,10 +97,11 @@ def _default(obj: Any) -> Any:
 
 
 def _pm(summary: dict[str, Any] | None, digits: int = 3) -> str:
+    """mean, with ±std on a second line when there are several seeds (keeps the table narrow)."""
     if summary is None:
         return "—"
     if len(summary["values"]) > 1:
-        return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+        return f"{summary['mean']:.{digits}f}\n±{summary['std']:.{digits}f}"
     return f"{summary['mean']:.{digits}f}"
 
 
@@ -107,15 +109,16 @@ def _render_compare(result: dict[str, Any]) -> None:
     truth = result["ground_truth"]
     table = Table(title=f"{result['task']} on {result['model']}: {len(result['seeds'])} seed(s), "
                         f"ground truth {truth['n_heads']} heads / {truth['n_edges']} edges "
-                        f"({truth['source']})")
-    for col, justify in [("method", "left"), ("node AUC", "right"), ("edge AUC", "right"),
-                         ("precision", "right"), ("recall", "right"), ("F1", "right"), ("|circuit|", "right"),
-                         ("seconds", "right"), ("fwd", "right"), ("bwd", "right")]:
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+                        f"({truth['source']})",
+                  box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
+                  caption="mean (±std over seeds); |C|: heads selected; sec: wall clock; fwd/bwd: passes "
+                          "over the scoring prompts")
+    for col in ("method", "node\nAUC", "edge\nAUC", "prec.", "recall", "F1", "|C|", "sec", "fwd", "bwd"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for m in result["methods"].values():
         table.add_row(m["label"], _pm(m["node_roc_auc"]), _pm(m["edge_roc_auc"]), _pm(m["precision"], 2),
-                      _pm(m["recall"], 2), _pm(m["f1"], 2), _pm(m["n_selected"], 1), _pm(m["seconds"], 2),
-                      _pm(m["forward_passes"], 1), _pm(m["backward_passes"], 1))
+                      _pm(m["recall"], 2), _pm(m["f1"], 2), _pm(m["n_selected"], 1), _pm(m["seconds"], 1),
+                      _pm(m["forward_passes"], 0), _pm(m["backward_passes"], 0))
     console.print(table)
     notes = result["notes"]
     console.print(f"selection: {notes['selection']}", highlight=False)
