@@ -21,9 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from circuits.analysis.stability import find_with_seeds  # noqa: E402
+from circuits.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from circuits.discovery import FindConfig  # noqa: E402
 from circuits.errors import CircuitsError  # noqa: E402
 from circuits.models import load_model  # noqa: E402
+from circuits.report import stability_figures  # noqa: E402
 from tasks import get_task  # noqa: E402
 
 
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny-{task}", help="model per task ({task} is replaced)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     config = FindConfig(n_score=args.n_score, steps=args.steps)
     start = time.perf_counter()
@@ -50,14 +54,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _, block = find_with_seeds(task, loaded, config, args.seeds)
         tasks[name] = {"model": loaded.name, "stability": block}
+        if args.out:  # inclusion-frequency heat map and Jaccard matrix, one PNG each, beside the JSON
+            payload = {"stability": block, "n_layers": loaded.n_layers, "n_heads": loaded.n_heads}
+            for fig in stability_figures(payload):
+                path = args.out.with_name(f"{args.out.stem}.{name}.{fig.key.removeprefix('stability_')}.png")
+                atomic_write_bytes(path, fig.png)
     report = {"benchmark": "stability", "config": asdict(config), "seeds": args.seeds, "tasks": tasks,
               "seconds": time.perf_counter() - start}
     text = json.dumps(report, indent=2)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, text + "\n")
     brief = {name: t.get("missing") or {k: t["stability"][k] for k in
                                          ("jaccard", "circuit_size", "evaluation_mean", "evaluation_std",
                                           "core_heads", "varied")}

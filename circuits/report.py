@@ -209,6 +209,8 @@ def stability_figures(payload: dict[str, Any]) -> list[ReportFigure]:
         ax = fig.add_subplot()
         image = ax.imshow(freq, cmap="magma", vmin=0, vmax=1, origin="lower", aspect="auto")
         fig.colorbar(image, ax=ax, label="fraction of seeds")
+        ax.set_xticks(range(freq.shape[1]))
+        ax.set_yticks(range(freq.shape[0]))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_title("inclusion frequency across SAE seeds")
@@ -226,6 +228,8 @@ def stability_figures(payload: dict[str, Any]) -> list[ReportFigure]:
         if matrix is not None:
             image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
             fig.colorbar(image, ax=ax, label="Jaccard")
+            ax.set_xticks(range(matrix.shape[0]))
+            ax.set_yticks(range(matrix.shape[0]))
             ax.set_xlabel("seed")
             ax.set_ylabel("seed")
         else:

@@ -1,0 +1,111 @@
+"""Scoring variants tried while looking for why the discrete-SAE method falls short on tiny-ioi.
+
+Codes come from the default pipeline (shared SAE, hook_result, mean over positions); only the
+statistic that turns codes into a head score changes. Run on the selection task (ioi) only, so
+nothing here is tuned on greaterthan or docstring. Node ROC AUC, mean ± std over SAE seeds.
+
+    python benchmarks/scoring_variants.py --seeds 5 --out benchmarks/results/scoring_variants.json
+
+Variants: "count" (the paper: distinct positive-only codes), "mass" (share of positive prompts whose
+code never occurs on negatives), "count-null" / "z-null" (count minus its mean under random pos/neg
+relabelling, and that difference over the null's std + 1: removes the bias toward heads with many
+distinct codes), "mi" (plug-in mutual information between a head's code and the prompt's label,
+add-½ smoothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from circuits.activations import head_activations  # noqa: E402
+from circuits.atomic import atomic_write_text  # noqa: E402
+from circuits.discovery import FindConfig, encode_codes, split_prompts  # noqa: E402
+from circuits.discrete import n_codes  # noqa: E402
+from circuits.models import load_model  # noqa: E402
+from circuits.scoring import _code_counts, node_scores  # noqa: E402
+from tasks import get_task  # noqa: E402
+
+
+def null_corrected(codes_pos: torch.Tensor, codes_neg: torch.Tensor, c: int, perms: int = 20,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes_*: [n, head] -> (count - null mean, (count - null mean) / (null std + 1)): [head] each."""
+    observed = node_scores(codes_pos, codes_neg, c, "count")
+    pooled = torch.cat([codes_pos, codes_neg])
+    n = codes_pos.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    null = []
+    for _ in range(perms):
+        idx = torch.randperm(pooled.shape[0], generator=gen)
+        null.append(node_scores(pooled[idx[:n]], pooled[idx[n:]], c, "count"))
+    null_t = torch.stack(null)  # [perms, head]
+    diff = observed - null_t.mean(0)
+    return diff, diff / (null_t.std(0) + 1)
+
+
+def mutual_information(codes_pos: torch.Tensor, codes_neg: torch.Tensor, c: int) -> torch.Tensor:
+    """Plug-in I(code; label) per head with add-1/2 smoothing: [head]."""
+    joint = torch.stack([_code_counts(codes_pos, c), _code_counts(codes_neg, c)], -1).double() + 0.5
+    joint = joint / joint.sum((1, 2), keepdim=True)  # [head, code, 2]
+    p_code, p_label = joint.sum(-1, keepdim=True), joint.sum(1, keepdim=True)
+    return (joint * (joint / (p_code * p_label)).log()).sum((1, 2)).float()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="ioi")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--n-score", default="250,1000")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    task = get_task(args.task)
+    loaded = load_model(f"tiny-{args.task}", task)
+    truth = loaded.ground_truth[args.task].head_set()
+    labels = [(l, h) in truth for l in range(loaded.n_layers) for h in range(loaded.n_heads)]
+    rows = []
+    for n_score in (int(v) for v in args.n_score.split(",")):
+        config = FindConfig(n_score=n_score)
+        prompts = task.prompts(loaded.tokenizer, config.n_train + n_score, config.seed)
+        train_tokens, score_set = split_prompts(prompts, config.n_train)
+        tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])
+        acts = head_activations(loaded.model, tokens, config.hook, config.position)  # [n, head, d]
+        n_train = train_tokens.shape[0]
+        aucs: dict[str, list[float]] = {}
+        for seed in range(args.seeds):
+            run = replace(config, sae_seed=seed)
+            codes = encode_codes(acts[:n_train], acts[n_train:], run)  # [2*n_score, head]
+            c = n_codes(run.resolved_d_sae())
+            pos, neg = codes[:n_score], codes[n_score:]
+            count_null, z_null = null_corrected(pos, neg, c, seed=seed)
+            variants = {"count": node_scores(pos, neg, c, "count"), "mass": node_scores(pos, neg, c, "mass"),
+                        "count-null": count_null, "z-null": z_null, "mi": mutual_information(pos, neg, c)}
+            for name, scores in variants.items():
+                aucs.setdefault(name, []).append(float(roc_auc_score(labels, scores.numpy())))
+        summary = {k: {"mean": statistics.fmean(v), "std": statistics.pstdev(v), "values": v}
+                   for k, v in aucs.items()}
+        rows.append({"n_score": n_score, "node_roc_auc": summary})
+    report = {"benchmark": "scoring_variants", "task": args.task, "model": loaded.name, "seeds": args.seeds,
+              "config": "defaults (shared SAE, hook_result, mean over positions); only the score varies",
+              "rows": rows, "seconds": time.perf_counter() - start}
+    text = json.dumps(report, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
