@@ -10,12 +10,14 @@ Many head masks are evaluated in one batched forward pass by repeating the promp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from circuits._compat import HookedTransformer
 from tasks.base import PromptSet, Task
+
+if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded
+    from circuits._compat import HookedTransformer
 
 AblationMethod = Literal["mean", "zero", "resample"]
 

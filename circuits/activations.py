@@ -8,12 +8,14 @@ mean_pos(z) @ W_O == mean_pos(z @ W_O), at a fraction of the cost and without `u
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from circuits._compat import HookedTransformer
 from circuits.errors import CircuitsError
+
+if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded
+    from circuits._compat import HookedTransformer
 
 HookKind = Literal["z", "result"]
 Position = Literal["mean", "last", "each"]

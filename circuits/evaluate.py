@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from tasks.base import GroundTruth, Head
 
@@ -38,6 +37,8 @@ def head_labels(truth: GroundTruth, n_layers: int, n_heads: int) -> np.ndarray:
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     if labels.min() == labels.max():
         return None
+    from sklearn.metrics import roc_auc_score  # imported here: sklearn takes ~2 s to import
+
     return float(roc_auc_score(labels, scores))
 
 
@@ -86,5 +87,7 @@ def roc_curve_points(node_scores: torch.Tensor, truth: GroundTruth) -> dict[str,
     labels = head_labels(truth, n_layers, n_heads)
     if labels.min() == labels.max():
         return None
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(labels, node_scores.reshape(-1).double().numpy())
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}

@@ -12,15 +12,17 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.errors import ModelLoadError
 from circuits.tokenizer import HFTokenizer, Tokenizer, WordTokenizer
 from tasks.base import GroundTruth, Task
+
+if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded (it takes seconds)
+    from circuits._compat import HookedTransformer
 
 # Shapes of the published models (REFERENCE.md §4); vocabulary comes from the tokenizer.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -56,6 +58,8 @@ class LoadedModel:
 
 def random_model(arch: str, tokenizer: Tokenizer, seed: int = 0) -> HookedTransformer:
     """The named architecture with random weights, sized to the tokenizer's vocabulary."""
+    from circuits._compat import HookedTransformer, HookedTransformerConfig
+
     if arch not in ARCHITECTURES:
         raise ModelLoadError(f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
     cfg = HookedTransformerConfig(**ARCHITECTURES[arch], d_vocab=tokenizer.vocab_size, seed=seed,
@@ -103,6 +107,8 @@ def _read_json(path: Path) -> Any:
 
 def load_checkpoint(directory: Path, name: str | None = None) -> LoadedModel:
     """Load a directory written by `save_checkpoint`; errors name the missing or corrupt file."""
+    from circuits._compat import HookedTransformer, HookedTransformerConfig
+
     directory = Path(directory)
     cfg_dict = _read_json(directory / CONFIG_FILE)
     tok_dict = _read_json(directory / TOKENIZER_FILE)
@@ -161,9 +167,19 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
+# TransformerLens names of the published task models -> hub repositories, so that the offline check
+# needs no TransformerLens import (seconds); any other name is resolved by TransformerLens itself.
+KNOWN_HUB_REPOS = {"gpt2-small": "gpt2", "gpt2": "gpt2",
+                   "attn-only-4l": "NeelNanda/Attn_Only_4L512W_C4_Code"}
+
+
 def _hub_repo_id(name: str) -> str:
     """The hub repository behind a TransformerLens model name; unknown names are a clear error."""
+    if name in KNOWN_HUB_REPOS:
+        return KNOWN_HUB_REPOS[name]
     from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    import circuits._compat  # noqa: F401  (silences TransformerLens's deprecation warning first)
 
     try:
         return get_official_model_name(name)
@@ -196,6 +212,8 @@ def load_hub_model(name: str) -> LoadedModel:
             f"cannot load model '{name}': the Hugging Face hub is unreachable and '{repo_id}' is not in the "
             f"local cache. Use a bundled model ({_zoo_hint()}), 'random:gpt2-small', or a local "
             f"checkpoint directory (--model path/to/dir).")
+    from circuits._compat import HookedTransformer
+
     try:
         model = HookedTransformer.from_pretrained(name, device="cpu")
     except Exception as err:

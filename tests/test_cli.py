@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -84,3 +85,21 @@ def test_hub_model_offline_fails_fast(monkeypatch):
     result = run("find", "--task", "ioi", "--model", "gpt2-small")
     assert time.perf_counter() - start < 5
     _assert_clean_error(result, "cannot load model 'gpt2-small'")
+
+
+def test_offline_hub_failure_happens_before_the_heavy_imports():
+    """Failing fast means failing before TransformerLens and sklearn are imported (seconds each)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from circuits.cli import app\n"
+            "res = CliRunner().invoke(app, ['find', '--task', 'ioi', '--model', 'gpt2-small'])\n"
+            "assert res.exit_code == 2, res.output\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'transformer_lens', 'sklearn'})\n"
+            "print(','.join(heavy) or 'none')\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "none"
