@@ -144,14 +144,26 @@ def _progress() -> Progress:
 def _render(payload: dict) -> None:
     """Human summary on stderr: the circuit, its evaluation and the timings."""
     heads = sorted((h for h in payload["heads"] if h["in_circuit"]), key=lambda h: -h["score"])
-    table = Table(title=f"circuit for {payload['task']} on {payload['model']} ({len(heads)} of "
-                        f"{len(payload['heads'])} heads)")
-    table.add_column("head")
-    table.add_column("score", justify="right")
-    for h in heads:
-        table.add_row(f"L{h['layer']}H{h['head']}", f"{h['score']:.3g}")
-    console.print(table)
     ev = payload["evaluation"]
+    truth = {tuple(h) for h in ev.get("truth_heads", [])} if ev else None
+    title = (f"circuit for {payload['task']} on {payload['model']}: {len(heads)} of "
+             f"{len(payload['heads'])} heads")
+    console.print(title, highlight=False)
+    table = Table()
+    table.add_column("head", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    if truth is not None:
+        table.add_column("in truth", justify="center", no_wrap=True)
+    for h in heads:
+        row = [f"L{h['layer']}H{h['head']}", f"{h['score']:.3g}"]
+        if truth is not None:
+            row.append("yes" if (h["layer"], h["head"]) in truth else "[dim]no[/]")
+        table.add_row(*row)
+    console.print(table)
+    if truth is not None:
+        missed = sorted(truth - {(h["layer"], h["head"]) for h in heads})
+        if missed:
+            console.print("truth heads not selected: " + " ".join(f"L{l}H{h}" for l, h in missed))
     if ev is None:
         console.print(f"evaluation: {payload['evaluation_note']}")
     else:
