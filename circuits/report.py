@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from circuits.atomic import atomic_write_bytes
@@ -83,10 +81,9 @@ def _truth_heads(payload: dict[str, Any]) -> set[tuple[int, int]]:
 
 
 def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
+    from circuits.analysis.figures import png_bytes
+
+    return png_bytes(fig, dpi=110)
 
 
 def circuit_figure(payload: dict[str, Any]) -> ReportFigure:

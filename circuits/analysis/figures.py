@@ -12,10 +12,11 @@ from matplotlib.figure import Figure
 COLOURS = ["#264653", "#e76f51", "#2a9d8f", "#e9c46a", "#8d5a97", "#f4a261", "#457b9d"]
 
 
-def png_bytes(fig: Figure) -> bytes:
+def png_bytes(fig: Figure, dpi: int = 130) -> bytes:
+    """The figure rendered to PNG bytes with the Agg backend (no display, no global pyplot state)."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
 
 
