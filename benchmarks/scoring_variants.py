@@ -11,6 +11,10 @@ code never occurs on negatives), "count-null" / "z-null" (count minus its mean u
 relabelling, and that difference over the null's std + 1: removes the bias toward heads with many
 distinct codes), "mi" (plug-in mutual information between a head's code and the prompt's label,
 add-½ smoothing).
+
+A second table varies the discretisation: the argmax latent alone (the paper's code) or the argmax latent
+crossed with a magnitude bin (2 or 4 bins at the quantiles of the training rows' top activation: a
+label-free cut), for mean and last position, shared SAE on hook_result and per-head SAEs on hook_z.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from circuits.activations import head_activations  # noqa: E402
 from circuits.atomic import atomic_write_text  # noqa: E402
-from circuits.discovery import FindConfig, encode_codes, split_prompts  # noqa: E402
+from circuits.discovery import FindConfig, encode_codes, fit_saes, split_prompts  # noqa: E402
 from circuits.discrete import n_codes  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from circuits.scoring import _code_counts, node_scores  # noqa: E402
@@ -61,6 +65,63 @@ def mutual_information(codes_pos: torch.Tensor, codes_neg: torch.Tensor, c: int)
     joint = joint / joint.sum((1, 2), keepdim=True)  # [head, code, 2]
     p_code, p_label = joint.sum(-1, keepdim=True), joint.sum(1, keepdim=True)
     return (joint * (joint / (p_code * p_label)).log()).sum((1, 2)).float()
+
+
+def magnitude_codes(latents: torch.Tensor, latents_train: torch.Tensor, bins: int) -> torch.Tensor:
+    """latents: [n, head, F] -> codes [n, head]: argmax latent x magnitude bin; F * bins = silent."""
+    values, idx = latents.max(-1)  # [n, head]
+    n_latents = latents.shape[-1]
+    if bins == 1:
+        level = torch.zeros_like(idx)
+    else:
+        cuts = torch.quantile(latents_train.max(-1).values.flatten(), torch.linspace(0, 1, bins + 1)[1:-1])
+        level = torch.bucketize(values, cuts)
+    return torch.where(values > 0, idx * bins + level, torch.full_like(idx, n_latents * bins))
+
+
+@torch.no_grad()
+def head_latents(acts_train: torch.Tensor, acts_score: torch.Tensor, config: FindConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training latents, scoring latents), each [n, head, F], from the SAE(s) `config` describes."""
+    n_heads, d = acts_train.shape[1], acts_train.shape[2]
+    if config.sae == "shared":
+        with torch.enable_grad():
+            sae = fit_saes(acts_train.reshape(1, -1, d), config)
+        return tuple(sae.encode(a.reshape(1, -1, d))[0].reshape(a.shape[0], n_heads, -1)
+                     for a in (acts_train, acts_score))
+    with torch.enable_grad():
+        sae = fit_saes(acts_train.transpose(0, 1).contiguous(), config)
+    return tuple(sae.encode(a.transpose(0, 1).contiguous()).transpose(0, 1) for a in (acts_train, acts_score))
+
+
+def discretisation_rows(task, loaded, labels: list[bool], seeds: int) -> list[dict]:
+    config = FindConfig()
+    prompts = task.prompts(loaded.tokenizer, config.n_train + config.n_score, config.seed)
+    train_tokens, score_set = split_prompts(prompts, config.n_train)
+    tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])
+    n_train, n_score = train_tokens.shape[0], config.n_score
+    rows = []
+    for position in ("mean", "last"):
+        for sae, hook in (("shared", "result"), ("per-head", "z")):
+            acts = head_activations(loaded.model, tokens, hook, position)  # [n, head, d]
+            aucs: dict[str, list[float]] = {}
+            for seed in range(seeds):
+                run = replace(config, sae_seed=seed, position=position, sae=sae, hook=hook)
+                lat_train, lat = head_latents(acts[:n_train], acts[n_train:], run)
+                for bins in (1, 2, 4):
+                    codes = magnitude_codes(lat, lat_train, bins)
+                    c = lat.shape[-1] * bins + 1
+                    pos, neg = codes[:n_score], codes[n_score:]
+                    scores = node_scores(pos, neg, c, "count")
+                    aucs.setdefault(f"bins={bins}", []).append(float(roc_auc_score(labels, scores.numpy())))
+            rows.append({"position": position, "sae": sae, "hook": hook, "score": "count",
+                         "node_roc_auc": _summary(aucs)})
+    return rows
+
+
+def _summary(aucs: dict[str, list[float]]) -> dict[str, dict]:
+    return {k: {"mean": statistics.fmean(v), "std": statistics.pstdev(v), "values": v}
+            for k, v in aucs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,12 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                         "count-null": count_null, "z-null": z_null, "mi": mutual_information(pos, neg, c)}
             for name, scores in variants.items():
                 aucs.setdefault(name, []).append(float(roc_auc_score(labels, scores.numpy())))
-        summary = {k: {"mean": statistics.fmean(v), "std": statistics.pstdev(v), "values": v}
-                   for k, v in aucs.items()}
-        rows.append({"n_score": n_score, "node_roc_auc": summary})
+        rows.append({"n_score": n_score, "node_roc_auc": _summary(aucs)})
     report = {"benchmark": "scoring_variants", "task": args.task, "model": loaded.name, "seeds": args.seeds,
               "config": "defaults (shared SAE, hook_result, mean over positions); only the score varies",
-              "rows": rows, "seconds": time.perf_counter() - start}
+              "rows": rows, "discretisation": discretisation_rows(task, loaded, labels, args.seeds),
+              "seconds": time.perf_counter() - start}
     text = json.dumps(report, indent=2)
     if args.out:
         atomic_write_text(args.out, text + "\n")
