@@ -168,9 +168,12 @@ class SAE(nn.Module):
     # ---- the shared interface ------------------------------------------------------------------
     def pre_acts(self, x_n: Tensor) -> Tensor:
         """Encoder pre-activations of normalised input x_n [g, b, d_in] -> [g, b, d_sae]."""
+        bias = self.b_enc  # [g, d_sae]
         if self.cfg.apply_b_dec_to_input:
-            x_n = x_n - self.b_dec[:, None, :]
-        return torch.baddbmm(self.b_enc[:, None, :], x_n, self.W_enc)
+            # (x - b_dec) W_enc = x W_enc - b_dec W_enc: folding b_dec into the bias keeps the input out of
+            # the autograd graph, so backward skips a [g, b, d_sae] x [g, d_sae, d_in] product per step.
+            bias = bias - torch.bmm(self.b_dec[:, None, :], self.W_enc)[:, 0]
+        return torch.baddbmm(bias[:, None, :], x_n, self.W_enc)
 
     def activate(self, pre: Tensor) -> Tensor:
         """Latents from pre-activations (inference path)."""
