@@ -6,8 +6,9 @@
 Prints one JSON object (and writes it to --out): seconds per stage of find_circuit, one plain forward
 pass over the same prompts find reads (n_train training + n_score positive + n_score negative),
 EAP (2 forwards + 1 backward, node and edge scores) over the n_score positive/negative pairs, and the
-ratios find / forward and find / EAP. Everything runs in this process, one after another, after one
-small warm-up forward, on the CPU with torch's default thread count.
+ratios find / forward and find / EAP. Everything runs in this process after one small warm-up forward,
+on the CPU with torch's default thread count, in `--repeats` rounds (each round times every contender
+once); the JSON reports medians over rounds and keeps every round.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,16 +53,27 @@ def run(args: argparse.Namespace) -> dict:
     tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])  # what find reads
     forward_seconds(model, tokens[:2], 2)  # warm-up
 
-    result = find_circuit(task, loaded, config)
-    find_total = result.timings["total"]
-    find_no_prompts = find_total - result.timings.get("prompts", 0.0)
-    plain = forward_seconds(model, tokens, config.batch_size)
-    no_unembed = forward_seconds(model, tokens, config.batch_size, stop_at_layer=model.cfg.n_layers)
-    eap = edge_attribution_patching(model, task, score_set, edges=True, batch_size=args.eap_batch_size)
-    eap_nodes = None
-    if not args.skip_eap_nodes:
-        eap_nodes = edge_attribution_patching(model, task, score_set, edges=False,
-                                              batch_size=args.eap_batch_size).seconds
+    rounds = []  # each round times every contender once, so drifts in machine load hit all of them
+    for _ in range(args.repeats):
+        result = find_circuit(task, loaded, config)
+        eap = edge_attribution_patching(model, task, score_set, edges=True, batch_size=args.eap_batch_size)
+        rounds.append({
+            "find": result.timings,
+            "forward": forward_seconds(model, tokens, config.batch_size),
+            "forward_no_unembed": forward_seconds(model, tokens, config.batch_size,
+                                                  stop_at_layer=model.cfg.n_layers),
+            "eap": eap.seconds,
+            "eap_nodes": None if args.skip_eap_nodes else edge_attribution_patching(
+                model, task, score_set, edges=False, batch_size=args.eap_batch_size).seconds,
+        })
+    find_seconds = {stage: median([r["find"][stage] for r in rounds]) for stage in rounds[0]["find"]}
+    find_total = find_seconds["total"]
+    find_no_prompts = median([r["find"]["total"] - r["find"].get("prompts", 0.0) for r in rounds])
+    plain = median([r["forward"] for r in rounds])
+    no_unembed = median([r["forward_no_unembed"] for r in rounds])
+    eap_seconds = median([r["eap"] for r in rounds])
+    eap_nodes = None if args.skip_eap_nodes else median([r["eap_nodes"] for r in rounds])
+    ratio_rounds = [r["find"]["total"] / r["forward"] for r in rounds]
     return {
         "model": loaded.name,
         "task": task.name,
@@ -72,15 +85,18 @@ def run(args: argparse.Namespace) -> dict:
         "n_heads": loaded.n_heads,
         "find_config": {"hook": config.hook, "position": config.position, "sae": config.sae,
                         "steps": config.steps, "edges": config.edges, "batch_size": config.batch_size},
-        "find_seconds": result.timings,
+        "repeats": args.repeats,
+        "statistic": "median over rounds; every round times find, forward and EAP once each",
+        "find_seconds": find_seconds,
         "forward_seconds": plain,
         "forward_no_unembed_seconds": no_unembed,
-        "eap_seconds": eap.seconds,
+        "eap_seconds": eap_seconds,
         "eap_passes": {"forward": eap.n_forward, "backward": eap.n_backward},
         "eap_nodes_only_seconds": eap_nodes,
         "ratios": {
             "find_over_forward": find_total / plain,
-            "find_over_eap": find_total / eap.seconds,
+            "find_over_eap": find_total / eap_seconds,
+            "find_over_forward_per_round": ratio_rounds,
             "find_without_prompt_building_over_forward": find_no_prompts / plain,
             "find_over_forward_no_unembed": find_total / no_unembed,
         },
@@ -92,6 +108,7 @@ def run(args: argparse.Namespace) -> dict:
                            f"+ backward, node and edge scores, batches of {args.eap_batch_size}",
             "find_seconds.total": "find_circuit end to end, prompt building included",
         },
+        "rounds": rounds,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads()},
@@ -106,11 +123,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-score", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eap-batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds (medians are reported)")
     parser.add_argument("--skip-eap-nodes", action="store_true", help="skip the node-only EAP timing")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1:
-        parser.error("--n-train must be >= 2, --n-score and --eap-batch-size >= 1")
+    if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1:
+        parser.error("--n-train must be >= 2, --n-score, --eap-batch-size and --repeats >= 1")
     report = run(args)
     text = json.dumps(report, indent=2)
     if args.out is not None:
