@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", default="ioi,greaterthan,docstring")
     parser.add_argument("--n-score", type=int, default=250)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=FindConfig().steps)
     parser.add_argument("--model", default="tiny-{task}", help="model per task ({task} is replaced)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)

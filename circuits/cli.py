@@ -45,7 +45,7 @@ def find(
     k: int = typer.Option(4, help="active latents for topk / batchtopk"),
     d_sae: int | None = typer.Option(None, help="latents per SAE (default 32 per-head, 200 shared)"),
     l1: float = typer.Option(0.02, help="L1 coefficient"),
-    steps: int = typer.Option(500, help="Adam steps"),
+    steps: int = typer.Option(100, help="full-batch Adam steps of the SAE(s) (the paper: 500)"),
     score: str = typer.Option("count", help="count (distinct positive-only codes) | mass"),
     selection: str = typer.Option("otsu", help="otsu | positive | top:K (label-free rules)"),
     edges: bool = typer.Option(True, help="score head->head edges"),

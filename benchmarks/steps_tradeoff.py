@@ -1,0 +1,101 @@
+"""SAE training steps: what fewer steps buy in speed and cost in quality, measured, not assumed.
+
+The paper trains its SAE for 500 full-batch Adam steps (our default). This benchmark reports, for
+several step counts, (a) node ROC AUC on the three bundled models (mean ± std over SAE seeds, all
+other settings at their defaults) and (b) on random:gpt2-small with the speed benchmark's prompts, the
+SAE stage's seconds next to one plain forward pass, and the resulting find / forward estimate
+(activations + SAE + scoring over forward). The default is not changed by this benchmark.
+
+    python benchmarks/steps_tradeoff.py --seeds 5 --out benchmarks/results/steps_tradeoff.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from circuits.atomic import atomic_write_text  # noqa: E402
+from circuits.discovery import FindConfig, encode_codes, find_circuit, split_prompts  # noqa: E402
+from circuits.models import load_model  # noqa: E402
+from tasks import get_task  # noqa: E402
+
+
+def quality(steps_list: list[int], seeds: int, tasks: list[str]) -> dict:
+    out: dict = {}
+    for name in tasks:
+        task = get_task(name)
+        loaded = load_model(f"tiny-{name}", task)
+        out[name] = {}
+        for steps in steps_list:
+            aucs = []
+            for seed in range(seeds):
+                result = find_circuit(task, loaded, FindConfig(steps=steps, sae_seed=seed, edges=False))
+                aucs.append(result.evaluation["roc_auc"])
+            out[name][str(steps)] = {"mean": statistics.fmean(aucs), "std": statistics.pstdev(aucs),
+                                     "values": aucs}
+    return out
+
+
+@torch.no_grad()
+def speed(steps_list: list[int], model_name: str) -> dict:
+    task = get_task("ioi")
+    loaded = load_model(model_name, task)
+    config = FindConfig()
+    prompts = task.prompts(loaded.tokenizer, config.n_train + config.n_score, config.seed)
+    train_tokens, score_set = split_prompts(prompts, config.n_train)
+    tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])
+    loaded.model(tokens[:2])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, tokens.shape[0], config.batch_size):
+        loaded.model(tokens[i:i + config.batch_size])
+    forward = time.perf_counter() - start
+    base = find_circuit(task, loaded, replace(config, steps=1))  # activations + scoring, SAE negligible
+    fixed = base.timings["activations"] + base.timings["scoring"]
+    from circuits.activations import head_activations
+
+    acts = head_activations(loaded.model, tokens, config.hook, config.position)  # [n, head, d]
+    n_train = train_tokens.shape[0]
+    rows = {}
+    for steps in steps_list:
+        start = time.perf_counter()
+        encode_codes(acts[:n_train], acts[n_train:], replace(config, steps=steps))
+        sae = time.perf_counter() - start
+        rows[str(steps)] = {"sae_seconds": sae, "find_over_forward_estimate": (fixed + sae) / forward}
+    return {"model": model_name, "forward_seconds": forward, "activations_plus_scoring_seconds": fixed,
+            "steps": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", default="100,150,200,300,500")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--tasks", default="ioi,greaterthan,docstring")
+    parser.add_argument("--speed-model", default="random:gpt2-small")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    steps_list = [int(s) for s in args.steps.split(",")]
+    start = time.perf_counter()
+    report = {"benchmark": "steps_tradeoff", "seeds": args.seeds,
+              "node_roc_auc": quality(steps_list, args.seeds, args.tasks.split(",")),
+              "speed": speed(steps_list, args.speed_model)}
+    report["seconds"] = time.perf_counter() - start
+    text = json.dumps(report, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
