@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> dict:
     task = get_task(args.task)
     loaded = load_model(args.model, task, args.seed)
     model = loaded.model
-    config = FindConfig(n_train=args.n_train, n_score=args.n_score, seed=args.seed)
+    config = FindConfig(n_train=args.n_train, n_score=args.n_score, seed=args.seed, steps=args.steps)
     prompts = task.prompts(loaded.tokenizer, config.n_train + config.n_score, config.seed)
     train_tokens, score_set = split_prompts(prompts, config.n_train)
     tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])  # what find reads
@@ -123,12 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-score", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eap-batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=FindConfig().steps, help="SAE Adam steps (paper: 500)")
     parser.add_argument("--repeats", type=int, default=3, help="timing rounds (medians are reported)")
     parser.add_argument("--skip-eap-nodes", action="store_true", help="skip the node-only EAP timing")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1:
-        parser.error("--n-train must be >= 2, --n-score, --eap-batch-size and --repeats >= 1")
+    if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1 or args.steps < 1:
+        parser.error("--n-train must be >= 2; --n-score, --eap-batch-size, --repeats, --steps >= 1")
     report = run(args)
     text = json.dumps(report, indent=2)
     if args.out is not None:
