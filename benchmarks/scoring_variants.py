@@ -20,7 +20,6 @@ label-free cut), for mean and last position, shared SAE on hook_result and per-h
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,10 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from circuits.activations import head_activations  # noqa: E402
-from circuits.atomic import atomic_write_text  # noqa: E402
 from circuits.discovery import FindConfig, encode_codes, fit_saes, split_prompts  # noqa: E402
 from circuits.discrete import n_codes  # noqa: E402
 from circuits.models import load_model  # noqa: E402
@@ -160,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
               "config": "defaults (shared SAE, hook_result, mean over positions); only the score varies",
               "rows": rows, "discretisation": discretisation_rows(task, loaded, labels, args.seeds),
               "seconds": time.perf_counter() - start}
-    text = json.dumps(report, indent=2)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

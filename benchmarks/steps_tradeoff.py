@@ -12,7 +12,6 @@ SAE stage's seconds next to one plain forward pass, and the resulting find / for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
-from circuits.atomic import atomic_write_text  # noqa: E402
 from circuits.discovery import FindConfig, encode_codes, find_circuit, split_prompts  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from tasks import get_task  # noqa: E402
@@ -90,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
               "node_roc_auc": quality(steps_list, args.seeds, args.tasks.split(",")),
               "speed": speed(steps_list, args.speed_model)}
     report["seconds"] = time.perf_counter() - start
-    text = json.dumps(report, indent=2)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 
