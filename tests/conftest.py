@@ -9,7 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)  # tiny models: threads only add overhead, and CI has two cores
+# One thread for the whole session (every test directory): the tests are made of tiny ops, and on a busy
+# 2-core machine a second intra-op thread makes each small matmul wait for a descheduled partner.
+torch.set_num_threads(1)
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from circuits.models import LoadedModel  # noqa: E402

@@ -22,14 +22,6 @@ from circuits.sae import SAEConfig, make_sae
 from circuits.tokenizer import WordTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_hierarchy_children_only_with_their_parent():
     feats = make_hierarchy(n_parents=3, children_per_parent=4, n_free=5, d_in=32, p_parent=0.3, p_child=0.6)
     _, coeff = feats.sample(20000, seed=0)

@@ -18,14 +18,6 @@ SEEDS_TINY = ["--steps", "30", "--rows", "512", "--d-sae", "16", "--n-features",
               "--data-l0", "2", "--seeds", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run(*args: str):
     return runner.invoke(app, ["sae", *args])
 

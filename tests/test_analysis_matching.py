@@ -22,15 +22,6 @@ from circuits.sae import SAEConfig, make_sae, train_sae
 from circuits.sae.synthetic import make_features
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def brute_force(sim: np.ndarray) -> tuple[float, tuple[int, ...]]:
     """Best total over every injective row -> column map (rows <= cols)."""
     n, m = sim.shape

@@ -19,14 +19,6 @@ runner = CliRunner()
 FAST = dict(n_train=10, n_score=40, steps=100, sae="per-head", hook="z")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_jaccard_known_values():
     assert jaccard({(0, 1), (1, 2)}, {(0, 1)}) == 0.5
     assert jaccard(set(), set()) == 1.0

@@ -67,13 +67,3 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("model") / "tiny"
     save_checkpoint(directory, model, tok, {"name": "tiny-test"})
     return directory
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """On a busy 2-core machine, 2 intra-op threads make each tiny matmul wait ~30 ms for a descheduled
-    partner thread; these tests are made of tiny ops, so run them single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
