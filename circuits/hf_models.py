@@ -136,7 +136,7 @@ def load_hf_model_dir(directory: Path, name: str | None = None) -> Any:
 def _convert(hf_model: Any, hf_tokenizer: Any, config: dict[str, Any], architecture: str, directory: Path,
              hooked_cls: type) -> Any:
     """transformers model -> HookedTransformer with the same weights (TransformerLens converters)."""
-    from transformer_lens import loading_from_pretrained as loading
+    from circuits._compat import tl_loading as loading
 
     scratch = _tl_config_dir(config, architecture)
     try:

@@ -177,12 +177,10 @@ def _hub_repo_id(name: str) -> str:
     """The hub repository behind a TransformerLens model name; unknown names are a clear error."""
     if name in KNOWN_HUB_REPOS:
         return KNOWN_HUB_REPOS[name]
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    import circuits._compat  # noqa: F401  (silences TransformerLens's deprecation warning first)
+    from circuits._compat import tl_loading
 
     try:
-        return get_official_model_name(name)
+        return tl_loading.get_official_model_name(name)
     except ValueError:
         raise ModelLoadError(f"unknown model '{name}': not a bundled model ({_zoo_hint()}), not a "
                              f"directory, and not a TransformerLens model name") from None
