@@ -11,15 +11,15 @@ trained as one batched program). The defaults were chosen by rules read on ioi o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 from circuits.discovery import FindConfig, find_circuit  # noqa: E402
 from circuits.models import load_model  # noqa: E402
@@ -77,13 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": asdict(base) | {"d_sae": base.resolved_d_sae()},
             "tasks": {name: run_task(name, args.seeds, base) for name in args.tasks.split(",")}}
     report["seconds"] = time.perf_counter() - start
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.out)
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

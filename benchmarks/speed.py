@@ -14,7 +14,6 @@ once); the JSON reports medians over rounds and keeps every round.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,9 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 from circuits.baselines.eap import edge_attribution_patching  # noqa: E402
-from circuits.cli_common import atomic_write_text  # noqa: E402
 from circuits.discovery import FindConfig, find_circuit, split_prompts  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from tasks import get_task  # noqa: E402
@@ -131,11 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1 or args.steps < 1:
         parser.error("--n-train must be >= 2; --n-score, --eap-batch-size, --repeats, --steps >= 1")
     report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return report
 
 

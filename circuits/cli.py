@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from circuits.cli_common import atomic_write_text, check_writable_dir, console, print_json, user_errors
+from circuits.atomic import atomic_write_text
+from circuits.cli_common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from circuits.atomic import atomic_write_text  # noqa: F401  (re-exported for the CLI modules)
 from circuits.errors import CircuitsError
 
 console = Console(stderr=True)  # progress and tables go to stderr, so --json stdout stays clean

@@ -17,7 +17,8 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from circuits.cli_common import atomic_write_text, check_writable_dir, console, print_json, user_errors
+from circuits.atomic import atomic_write_text
+from circuits.cli_common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
 ABLATIONS = ("mean", "resample", "zero")
