@@ -1,9 +1,10 @@
-"""Feature-SAE core: batched architectures (relu, topk, batchtopk, gated, jumprelu), trainer, metrics,
-activation sources and SAELens-layout files. See circuits/sae/base.py for the shared interface."""
+"""Feature-SAE core: batched architectures (relu, topk, batchtopk, gated, jumprelu, matryoshka), trainer,
+metrics, activation sources and SAELens-layout files. See circuits/sae/base.py for the shared interface."""
 
-from circuits.sae.base import ARCHS, SAE, SAEConfig, SAEOutput
+from circuits.sae.base import ARCHS, K_ARCHS, SAE, SAEConfig, SAEOutput, default_matryoshka_widths
 from circuits.sae.gated import GatedSAE
 from circuits.sae.jumprelu import JumpReLUSAE
+from circuits.sae.matryoshka import MatryoshkaSAE
 from circuits.sae.relu import ReLUSAE
 from circuits.sae.topk import BatchTopKSAE, TopKSAE
 from circuits.sae.trainer import TrainConfig, Trainer, TrainStats, train_sae
@@ -14,6 +15,7 @@ SAE_CLASSES: dict[str, type[SAE]] = {
     "batchtopk": BatchTopKSAE,
     "gated": GatedSAE,
     "jumprelu": JumpReLUSAE,
+    "matryoshka": MatryoshkaSAE,
 }
 
 
@@ -24,6 +26,7 @@ def make_sae(cfg: SAEConfig, seed: int = 0) -> SAE:
 
 __all__ = [
     "ARCHS",
+    "K_ARCHS",
     "SAE",
     "SAEConfig",
     "SAEOutput",
@@ -32,6 +35,8 @@ __all__ = [
     "BatchTopKSAE",
     "GatedSAE",
     "JumpReLUSAE",
+    "MatryoshkaSAE",
+    "default_matryoshka_widths",
     "Trainer",
     "TrainConfig",
     "TrainStats",

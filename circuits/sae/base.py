@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-ARCHS = ("relu", "topk", "batchtopk", "gated", "jumprelu")
+ARCHS = ("relu", "topk", "batchtopk", "gated", "jumprelu", "matryoshka")
+K_ARCHS = ("topk", "batchtopk", "matryoshka")  # sparsity set by k, not by a coefficient
 
 
 @dataclass
@@ -52,8 +53,11 @@ class SAEConfig:
     # AuxK (TopK / BatchTopK): k_aux (None: d_in // 2) and its coefficient; 0 turns it off.
     aux_k: int | None = None
     aux_k_coefficient: float = 1.0 / 32.0
-    # BatchTopK: momentum of the running inference threshold.
+    # BatchTopK / Matryoshka: momentum of the running inference threshold.
     threshold_momentum: float = 0.99
+    # Matryoshka: sizes of the nested prefixes, strictly increasing and ending at d_sae (SAELens's
+    # `matryoshka_widths`); None: d_sae/16, d_sae/8, d_sae/4, d_sae/2, d_sae.
+    matryoshka_widths: list[int] | None = None
     # JumpReLU: L0 coefficient, STE kernel bandwidth, initial threshold.
     l0_coefficient: float = 1.0
     bandwidth: float = 0.001
@@ -77,8 +81,17 @@ class SAEConfig:
         for name in ("d_in", "d_sae", "groups"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.arch in ("topk", "batchtopk") and not 1 <= self.k <= self.d_sae:
+        if self.arch in K_ARCHS and not 1 <= self.k <= self.d_sae:
             raise ValueError(f"k must be between 1 and d_sae={self.d_sae}, got {self.k}")
+        if self.matryoshka_widths is not None:
+            self.matryoshka_widths = [int(w) for w in self.matryoshka_widths]
+            w = self.matryoshka_widths
+            increasing = all(b > a for a, b in zip(w, w[1:], strict=False))
+            if not w or w[0] < 1 or not increasing or w[-1] != self.d_sae:
+                raise ValueError(
+                    "matryoshka_widths must be strictly increasing positive sizes ending at "
+                    f"d_sae={self.d_sae}, got {w}"
+                )
         if self.aux_k is not None and self.aux_k < 1:
             raise ValueError(f"aux_k must be positive, got {self.aux_k}")
         if self.bandwidth <= 0 or self.threshold_init <= 0:
@@ -101,6 +114,13 @@ class SAEConfig:
     def k_aux(self) -> int:
         return min(self.d_sae, self.aux_k if self.aux_k is not None else max(1, self.d_in // 2))
 
+    @property
+    def prefix_sizes(self) -> list[int]:
+        """Matryoshka prefix sizes (the configured widths, or the default geometric set)."""
+        if self.matryoshka_widths is not None:
+            return list(self.matryoshka_widths)
+        return default_matryoshka_widths(self.d_sae)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -108,6 +128,11 @@ class SAEConfig:
     def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def default_matryoshka_widths(d_sae: int, levels: int = 5) -> list[int]:
+    """Nested prefix sizes d_sae / 2^(levels-1), ..., d_sae / 2, d_sae (at least 1, duplicates dropped)."""
+    return sorted({max(1, round(d_sae / 2**j)) for j in range(levels)})
 
 
 @dataclass

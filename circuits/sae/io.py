@@ -5,6 +5,8 @@ Written so that SAELens ≥ 6 (`SAE.load_from_disk`) and SAEBench-style tools re
   b_dec [d_in]; Gated adds b_gate (our b_enc), r_mag, b_mag; JumpReLU and BatchTopK add threshold [d_sae];
 - `architecture`: relu → "standard", topk → "topk", gated → "gated", jumprelu → "jumprelu", and batchtopk →
   "jumprelu" with its global inference threshold copied to every latent (what SAELens does too);
+  matryoshka (BatchTopK inside) → "jumprelu" the same way: SAELens's `matryoshka_batchtopk` is a training
+  architecture only and is saved for inference as JumpReLU; the prefix sizes ride along in our config;
 - input normalisation is folded into the weights, so `normalize_activations` is "none";
 - our own full config rides along under the key "circuits" (SAELens ignores unknown keys), which is how
   a batchtopk SAE comes back as batchtopk and a batched (groups > 1) SAE comes back whole. A batched file
@@ -37,6 +39,7 @@ _TO_SAELENS = {
     "gated": "gated",
     "jumprelu": "jumprelu",
     "batchtopk": "jumprelu",
+    "matryoshka": "jumprelu",
 }
 _FROM_SAELENS = {"standard": "relu", "topk": "topk", "gated": "gated", "jumprelu": "jumprelu"}
 
@@ -46,7 +49,7 @@ def _tensor_names(arch: str) -> dict[str, str]:
     names = {"W_enc": "W_enc", "W_dec": "W_dec", "b_dec": "b_dec", "b_enc": "b_enc"}
     if arch == "gated":
         names.update(b_enc="b_gate", r_mag="r_mag", b_mag="b_mag")
-    if arch in ("jumprelu", "batchtopk"):
+    if arch in ("jumprelu", "batchtopk", "matryoshka"):
         names["threshold"] = "threshold"
     return names
 
@@ -61,7 +64,7 @@ def sae_state_for_file(sae: SAE) -> dict[str, torch.Tensor]:
         if ours == "threshold":
             if cfg.arch == "jumprelu":
                 value = sae.threshold  # exp(log_threshold)
-            else:  # batchtopk: the global threshold per group, copied to every latent
+            else:  # batchtopk, matryoshka: the global threshold per group, copied to every latent
                 value = sae.threshold.clamp_min(0)[:, None].expand(cfg.groups, cfg.d_sae)
         else:
             value = getattr(sae, ours)
@@ -200,7 +203,7 @@ def load_sae(directory: Path, arch: str | None = None, d_in: int | None = None) 
                     )
                 if cfg.arch == "jumprelu":
                     sae.log_threshold.copy_(value.clamp_min(1e-12).log())
-                else:  # batchtopk: every latent carries the group's threshold
+                else:  # batchtopk, matryoshka: every latent carries the group's threshold
                     sae.threshold.copy_(value[:, 0])
                 continue
             target = getattr(sae, ours)

@@ -12,6 +12,7 @@ KW = {
     "relu": {"l1_coefficient": 0.3},
     "topk": {"k": 3},
     "batchtopk": {"k": 3},
+    "matryoshka": {"k": 3},
     "gated": {"l1_coefficient": 0.3},
     "jumprelu": {"l0_coefficient": 0.1, "bandwidth": 0.1, "threshold_init": 0.1},
 }

@@ -17,6 +17,7 @@ KW = {
     "relu": {"l1_coefficient": 0.3},
     "topk": {"k": 3},
     "batchtopk": {"k": 3},
+    "matryoshka": {"k": 3},
     "gated": {"l1_coefficient": 0.3},
     "jumprelu": {"l0_coefficient": 0.1, "bandwidth": 0.1, "threshold_init": 0.1},
 }
@@ -26,6 +27,7 @@ SAELENS_ARCH = {
     "batchtopk": "jumprelu",
     "gated": "gated",
     "jumprelu": "jumprelu",
+    "matryoshka": "jumprelu",
 }
 
 
@@ -71,7 +73,7 @@ def test_saelens_layout(arch: str, tmp_path: Path) -> None:
     )
     bias = "b_gate" if arch == "gated" else "b_enc"
     assert tensors[bias].shape == (10,)
-    if arch in ("jumprelu", "batchtopk"):
+    if arch in ("jumprelu", "batchtopk", "matryoshka"):
         assert tensors["threshold"].shape == (10,) and (tensors["threshold"] > 0).all()
     if arch == "topk":
         assert cfg["k"] == 3

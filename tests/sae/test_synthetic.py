@@ -18,9 +18,14 @@ RIGHT_SPARSITY = {
     "relu": {"l1_coefficient": 1.0},
     "topk": {"k": 4},
     "batchtopk": {"k": 4},
+    "matryoshka": {"k": 4},
     "gated": {"l1_coefficient": 1.0},
     "jumprelu": {"l0_coefficient": 0.2, "bandwidth": 0.05, "threshold_init": 0.05},
 }
+# Matryoshka is left out of the >= 0.9 recovery claim on purpose: its first prefixes must reconstruct on
+# their own, so on flat i.i.d. features with d_sae == n_features they spend latents on mixtures (mean max
+# cosine 0.84 vs BatchTopK's 0.96 here). tests/sae/test_matryoshka.py tests it on hierarchical data.
+RECOVERY_ARCHS = [a for a in ARCHS if a != "matryoshka"]
 
 
 def _recover(arch: str, data_seed: int, sae_seed: int = 0) -> tuple[float, float]:
@@ -51,7 +56,7 @@ def test_synthetic_data_statistics() -> None:
     assert torch.allclose(x, coeff @ feats.directions, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RECOVERY_ARCHS)
 def test_every_architecture_recovers_features(arch: str) -> None:
     mmcs, l0 = _recover(arch, data_seed=23)
     assert 2.0 <= l0 <= 8.0, f"{arch} is not at the data's sparsity (L0 {l0:.2f} vs 4)"
@@ -59,7 +64,7 @@ def test_every_architecture_recovers_features(arch: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RECOVERY_ARCHS)
 def test_recovery_holds_across_seeds(arch: str) -> None:
     scores = [_recover(arch, data_seed=100 + s, sae_seed=s)[0] for s in range(3)]
     assert min(scores) >= 0.9, f"{arch}: {scores}"

@@ -16,6 +16,7 @@ KW = {
     "relu": {"l1_coefficient": 0.3},
     "topk": {"k": 3, "aux_k": 4},
     "batchtopk": {"k": 3, "aux_k": 4},
+    "matryoshka": {"k": 3, "aux_k": 4},
     "gated": {"l1_coefficient": 0.3},
     "jumprelu": {"l0_coefficient": 0.1, "bandwidth": 0.1, "threshold_init": 0.1},
 }
