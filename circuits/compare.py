@@ -6,7 +6,7 @@ run once per method seed s = seed, seed + 1, ... (the discrete-SAE method with `
 patching with its draws seeded by s) and are reported as mean ± std; the deterministic ones (mean
 patching, EAP, ACDC) run once. With `vary_prompts`, seed s also draws the prompts and every method runs
 for every seed, so the spread includes prompt sampling. Every method is scored by the same functions
-(circuits.evaluate) and its circuit is chosen by the same label-free rule on its own node scores.
+(circuits.evaluation.metrics) and its circuit is chosen by the same label-free rule on its own node scores.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from circuits.atomic import atomic_write
-from circuits.baselines import BASELINES, SELECTION_NOTE, run_baseline
-from circuits.discovery import FindConfig, find_circuit, ground_truth_for, split_prompts
+from circuits.discovery.pipeline import FindConfig, find_circuit, ground_truth_for, split_prompts
 from circuits.errors import CircuitsError
-from circuits.evaluate import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
+from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
+from circuits.methods import BASELINES, SELECTION_NOTE, run_baseline
 from circuits.models import LoadedModel
 from tasks.base import Task
 

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from circuits.analysis.letters_toy import build_letter_model
-from circuits.cli import app
+from circuits.cli.main import app
 from circuits.models import save_checkpoint
 from circuits.sae.sources import save_activations
 

@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from circuits.analysis.stability import circuit_stability, find_with_seeds, jaccard, jaccard_matrix
-from circuits.cli import app
-from circuits.discovery import FindConfig
+from circuits.cli.main import app
+from circuits.discovery.pipeline import FindConfig
 from circuits.errors import CircuitsError
 from circuits.report import build_figures, render_html
 
@@ -111,8 +111,8 @@ def test_cli_find_seeds_json_and_summary(tmp_path):
     assert json.loads((out / "result.json").read_text())["stability"]["n_seeds"] == 2
 
     # Human summary (from the saved run, rendered without recomputing) shows the stability lines.
-    from circuits.cli import _render
-    from circuits.cli_common import console
+    from circuits.cli.common import console
+    from circuits.cli.main import _render
 
     with console.capture() as cap:
         _render(payload)

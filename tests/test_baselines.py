@@ -7,13 +7,13 @@ import torch
 from conftest import ToyTask, tiny_model
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig
-from circuits.baselines import BASELINES, run_baseline
-from circuits.baselines.acdc import EdgePatcher, acdc
-from circuits.baselines.base import split_qkv_inputs
-from circuits.baselines.eap import eap_attributions
-from circuits.baselines.patching import activation_patching
 from circuits.errors import CircuitsError
-from circuits.evaluate import edge_auc, evaluate_heads
+from circuits.evaluation.metrics import edge_auc, evaluate_heads
+from circuits.methods import BASELINES, run_baseline
+from circuits.methods.acdc import EdgePatcher, acdc
+from circuits.methods.base import split_qkv_inputs
+from circuits.methods.eap import eap_attributions
+from circuits.methods.patching import activation_patching
 
 
 def float64_model(vocab: int, n_layers: int, n_heads: int = 3, normalization: str | None = "LN",

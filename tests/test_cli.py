@@ -9,7 +9,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 
 runner = CliRunner()
 FAST = ["--n-score", "20", "--steps", "50"]
@@ -94,7 +94,7 @@ def test_offline_hub_failure_happens_before_the_heavy_imports():
 
     code = ("import sys\n"
             "from typer.testing import CliRunner\n"
-            "from circuits.cli import app\n"
+            "from circuits.cli.main import app\n"
             "res = CliRunner().invoke(app, ['find', '--task', 'ioi', '--model', 'gpt2-small'])\n"
             "assert res.exit_code == 2, res.output\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'transformer_lens', 'sklearn'})\n"

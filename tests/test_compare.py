@@ -12,11 +12,11 @@ from conftest import plant_heads, tiny_model
 from typer.testing import CliRunner
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig
-from circuits.baselines.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
-from circuits.baselines.faithfulness import circuit_vs_random, random_masks
-from circuits.cli_compare import compare, evaluate
-from circuits.discovery import FindConfig
+from circuits.cli.compare import compare, evaluate
+from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
+from circuits.discovery.pipeline import FindConfig
 from circuits.errors import CircuitsError
+from circuits.evaluation.faithfulness import circuit_vs_random, random_masks
 from circuits.models import LoadedModel, save_checkpoint
 from tasks import get_task
 from tasks.base import GroundTruth

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 from tasks import get_task
 from tasks.custom import TaskFileError, load_task_file
 

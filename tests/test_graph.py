@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from circuits.graph import build_graph, export_graph, load_graph, to_dot
+from circuits.discovery.graph import build_graph, export_graph, load_graph, to_dot
 
 
 def _graph():

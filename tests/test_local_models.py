@@ -14,10 +14,10 @@ import torch
 from conftest import plant_heads, tiny_model
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 from circuits.errors import ModelLoadError
-from circuits.hf_models import is_hf_model_dir
 from circuits.models import load_model, save_checkpoint
+from circuits.models.hf_dir import is_hf_model_dir
 from circuits.tokenizer import HFTokenizer
 from tasks.custom import load_task_file
 

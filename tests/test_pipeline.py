@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from circuits.activations import head_activations
-from circuits.discovery import FindConfig, find_circuit
+from circuits.discovery.activations import head_activations
+from circuits.discovery.pipeline import FindConfig, find_circuit
 from circuits.errors import CircuitsError
 
 FAST = dict(n_train=10, n_score=40, steps=100, sae="per-head", hook="z")

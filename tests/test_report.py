@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from circuits.cli import app
-from circuits.discovery import FindConfig, find_circuit
+from circuits.cli.main import app
+from circuits.discovery.pipeline import FindConfig, find_circuit
 from circuits.report import ReportError, load_result, write_report
 
 runner = CliRunner()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuits.discrete import codes_from_latents
-from circuits.evaluate import edge_auc, evaluate_heads
-from circuits.scoring import edge_scores, layered_pairs, node_scores
-from circuits.selection import otsu_threshold, select_heads
+from circuits.discovery.codes import codes_from_latents
+from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
+from circuits.discovery.selection import otsu_threshold, select_heads
+from circuits.evaluation.metrics import edge_auc, evaluate_heads
 from tasks.base import GroundTruth
 
 

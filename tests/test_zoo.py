@@ -26,11 +26,11 @@ from circuits.models import (  # noqa: E402
     zoo_names,
 )
 from circuits.tokenizer import WordTokenizer  # noqa: E402
+from circuits.zoo.data import answer_sets, build_pool, filler_batch, prompt_seed  # noqa: E402
+from circuits.zoo.ground_truth import find_ground_truth, masked_metric  # noqa: E402
+from circuits.zoo.ship import build_zoo_model, read_manifest  # noqa: E402
+from circuits.zoo.train import TrainConfig, quality, train  # noqa: E402
 from tasks.base import GroundTruth, PromptSet  # noqa: E402
-from tasks.zoo.data import answer_sets, build_pool, filler_batch, prompt_seed  # noqa: E402
-from tasks.zoo.ground_truth import find_ground_truth, masked_metric  # noqa: E402
-from tasks.zoo.ship import build_zoo_model, read_manifest  # noqa: E402
-from tasks.zoo.train import TrainConfig, quality, train  # noqa: E402
 
 LETTERS = [f" {c}" for c in "abcdefghijklmnopqrst"]
 
@@ -125,8 +125,8 @@ def test_greaterthan_answer_set_is_every_later_year() -> None:
 
 
 def test_docstring_variants_answer_the_argument_after_the_last_documented_one() -> None:
+    from circuits.zoo.data import VARIANTS
     from tasks import get_task
-    from tasks.zoo.data import VARIANTS
 
     task = get_task("docstring")
     tok = task.word_tokenizer()
@@ -377,20 +377,20 @@ def test_manifest_json_is_plain_json(built: tuple[Path, dict]) -> None:
 
 @pytest.fixture()
 def toy_cli(monkeypatch: pytest.MonkeyPatch) -> object:
-    from circuits import cli_zoo
+    from circuits.cli import zoo as cli_zoo
 
     monkeypatch.setattr(cli_zoo, "get_task", lambda name: CopyFirstTask())
     monkeypatch.setattr(cli_zoo, "default_config",
                         lambda task, seed, **over: replace(TINY, seed=seed, **{"steps": 120, **over}))
-    monkeypatch.setattr("tasks.zoo.ship.N_HELDOUT", 50)
-    monkeypatch.setattr("tasks.zoo.ship.N_GROUND_TRUTH", 24)
+    monkeypatch.setattr("circuits.zoo.ship.N_HELDOUT", 50)
+    monkeypatch.setattr("circuits.zoo.ship.N_GROUND_TRUTH", 24)
     return cli_zoo
 
 
 def test_cli_train_writes_and_refuses_overwrite(toy_cli: object, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from circuits.cli_zoo import zoo_app
+    from circuits.cli.zoo import zoo_app
 
     runner = CliRunner()
     out = tmp_path / "m"
@@ -413,7 +413,7 @@ def test_cli_train_writes_and_refuses_overwrite(toy_cli: object, tmp_path: Path)
 def test_cli_train_unknown_task_is_one_line_error(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from circuits.cli_zoo import zoo_app
+    from circuits.cli.zoo import zoo_app
 
     res = CliRunner().invoke(zoo_app, ["train", "--task", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "unknown task" in res.output
@@ -423,7 +423,7 @@ def test_cli_train_unknown_task_is_one_line_error(tmp_path: Path) -> None:
 def test_cli_list_shows_bundled_models() -> None:
     from typer.testing import CliRunner
 
-    from circuits.cli_zoo import zoo_app
+    from circuits.cli.zoo import zoo_app
 
     res = CliRunner().invoke(zoo_app, ["list", "--json"])
     assert res.exit_code == 0, res.output

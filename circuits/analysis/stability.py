@@ -108,7 +108,7 @@ def find_with_seeds(task: Any, loaded: Any, config: Any, n_seeds: int, progress:
                     ) -> tuple[Any, dict[str, Any]]:
     """Run `find_circuit` for n_seeds consecutive seeds from the config's own; returns (the config seed's
     result, the stability block)."""
-    from circuits.discovery import find_circuit
+    from circuits.discovery.pipeline import find_circuit
 
     if n_seeds < 1:
         raise CircuitsError(f"--seeds must be positive, got {n_seeds}")

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from circuits.atomic import atomic_write_bytes, atomic_write_text
-from circuits.cli_common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
 ACTIVATION_SUFFIXES = (".safetensors", ".npy")

@@ -3,7 +3,7 @@
     app.command()(compare)
     app.command()(evaluate)
 
-They only parse, call the library (circuits.baselines) and render.
+They only parse, call the library (circuits.methods) and render.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from circuits.atomic import atomic_write_text
-from circuits.cli_common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
 ABLATIONS = ("mean", "resample", "zero")
@@ -50,8 +50,8 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Compare the discrete-SAE method with activation patching, EAP and ACDC on one model."""
-    from circuits.baselines.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
-    from circuits.discovery import FindConfig
+    from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
+    from circuits.discovery.pipeline import FindConfig
     from circuits.models import load_model
     from tasks import get_task
 
@@ -84,7 +84,7 @@ def compare(
 def _check_selection(rule: str) -> None:
     import torch
 
-    from circuits.selection import select_heads
+    from circuits.discovery.selection import select_heads
 
     select_heads(torch.zeros(1, 2), rule)  # raises ValueError with a clear message for a bad rule
 
@@ -166,7 +166,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Faithfulness of a found circuit, next to random circuits of the same size."""
-    from circuits.baselines.faithfulness import circuit_vs_random
+    from circuits.evaluation.faithfulness import circuit_vs_random
     from circuits.models import load_model
     from tasks import get_task
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from circuits.atomic import atomic_write_text
-from circuits.cli_common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -59,8 +59,8 @@ def find(
                                                    "stability across them"),
 ) -> None:
     """Find the circuit of TASK in MODEL and compare it with the ground truth."""
-    from circuits.discovery import FindConfig, find_circuit, ground_truth_for
-    from circuits.graph import export_graph
+    from circuits.discovery.graph import export_graph
+    from circuits.discovery.pipeline import FindConfig, find_circuit, ground_truth_for
     from circuits.models import load_model
     from tasks import get_task
 
@@ -103,7 +103,7 @@ def find(
     if out_dir is not None:
         payload["files"] = export_graph(result.graph, out_dir)
         if payload.get("stability"):
-            from circuits.cli_analysis import write_stability_figures
+            from circuits.cli.analysis import write_stability_figures
 
             payload["files"].update(write_stability_figures(payload, out_dir))
     if report_path is not None:
@@ -177,7 +177,7 @@ def _render(payload: dict) -> None:
         kept = payload["faithfulness"]["normalized"]
         console.print(f"faithfulness (mean ablation, normalised): {kept:.3f}")
     if payload.get("stability"):
-        from circuits.cli_analysis import render_stability
+        from circuits.cli.analysis import render_stability
 
         render_stability(payload["stability"])
     if payload.get("task_file"):
@@ -193,15 +193,15 @@ def _render(payload: dict) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
-    from circuits.cli_compare import compare, evaluate
-    from circuits.cli_sae import sae_app
-    from circuits.cli_zoo import zoo_app
+    from circuits.cli.compare import compare, evaluate
+    from circuits.cli.sae import sae_app
+    from circuits.cli.zoo import zoo_app
 
     app.command()(compare)
     app.command()(evaluate)
     app.add_typer(sae_app, name="sae")
     app.add_typer(zoo_app, name="zoo")
-    from circuits.cli_analysis import absorption, seeds
+    from circuits.cli.analysis import absorption, seeds
 
     sae_app.command()(seeds)
     sae_app.command()(absorption)

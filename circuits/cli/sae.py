@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from circuits.atomic import atomic_write_text
-from circuits.cli_common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 
 sae_app = typer.Typer(
@@ -379,5 +379,5 @@ def evaluate(
     console.print(table)
 
 
-if __name__ == "__main__":  # `torchrun --nproc_per_node N -m circuits.cli_sae train ...`
+if __name__ == "__main__":  # `torchrun --nproc_per_node N -m circuits.cli.sae train ...`
     sae_app()

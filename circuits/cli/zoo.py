@@ -10,7 +10,7 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from circuits.cli_common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
 from circuits.models import CONFIG_FILE, ZOO_DIR, zoo_names
 
@@ -27,7 +27,7 @@ def get_task(name: str) -> Any:
 
 def default_config(task: str, seed: int, **overrides: Any) -> Any:
     """The shipped training recipe for `task` (a seam tests replace with a tiny one)."""
-    from tasks.zoo.train import default_config as recipe
+    from circuits.zoo.train import default_config as recipe
 
     return recipe(task, seed=seed, **overrides)
 
@@ -44,7 +44,7 @@ def train_cmd(
     edges: Annotated[bool, typer.Option(help="measure head->head edges by path ablation")] = True,
 ) -> None:
     """Train a small model on TASK, gate it on held-out prompts, measure its circuit, save it."""
-    from tasks.zoo.ship import build_zoo_model, shipped_dir
+    from circuits.zoo.ship import build_zoo_model, shipped_dir
 
     if steps is not None and steps <= 0:
         raise CircuitsError(f"--steps must be positive, got {steps}")
@@ -120,7 +120,7 @@ def list_cmd(
     = False,
 ) -> None:
     """The bundled models with held-out accuracy, circuit size and faithfulness."""
-    from tasks.zoo.ship import read_manifest
+    from circuits.zoo.ship import read_manifest
 
     rows = []
     for name in zoo_names():

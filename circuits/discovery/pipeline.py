@@ -11,16 +11,16 @@ import networkx as nx
 import torch
 
 from circuits.ablation import faithfulness as measure_faithfulness
-from circuits.activations import HOOKS, POSITIONS, head_activations
-from circuits.discrete import codes_from_latents, n_codes
+from circuits.discovery.activations import HOOKS, POSITIONS, head_activations
+from circuits.discovery.codes import codes_from_latents, n_codes
+from circuits.discovery.graph import build_graph
+from circuits.discovery.scoring import SCORE_KINDS, edge_scores, layered_pairs, node_scores
+from circuits.discovery.selection import select_heads
 from circuits.errors import CircuitsError
-from circuits.evaluate import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
-from circuits.graph import build_graph
+from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.models import LoadedModel
 from circuits.sae import ARCHS as SAE_ARCHS
 from circuits.sae import SAE, SAEConfig, make_sae, train_sae
-from circuits.scoring import SCORE_KINDS, edge_scores, layered_pairs, node_scores
-from circuits.selection import select_heads
 from tasks.base import GroundTruth, Head, PromptSet, Task
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

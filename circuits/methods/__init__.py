@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from circuits._compat import HookedTransformer
-from circuits.baselines.acdc import acdc
-from circuits.baselines.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
-from circuits.baselines.eap import edge_attribution_patching
-from circuits.baselines.patching import activation_patching
 from circuits.errors import CircuitsError
+from circuits.methods.acdc import acdc
+from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
+from circuits.methods.eap import edge_attribution_patching
+from circuits.methods.patching import activation_patching
 from tasks.base import PromptSet, Task
 
 BASELINES = ("patching-mean", "patching-resample", "eap", "acdc")

@@ -31,14 +31,14 @@ from typing import Literal
 import torch
 
 from circuits._compat import HookedTransformer
-from circuits.baselines.base import (
+from circuits.errors import CircuitsError
+from circuits.methods.base import (
     DEFAULT_SELECTION,
     BaselineResult,
     Cost,
     Timer,
     selected_heads,
 )
-from circuits.errors import CircuitsError
 from tasks.base import Head, PromptSet, Task
 
 Distance = Literal["kl", "metric"]

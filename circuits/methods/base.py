@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from circuits._compat import HookedTransformer
-from circuits.selection import select_heads
+from circuits.discovery.selection import select_heads
 from tasks.base import Head
 
 DEFAULT_SELECTION = "otsu"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits._compat import HookedTransformer
-from circuits.baselines.base import (
+from circuits.methods.base import (
     DEFAULT_SELECTION,
     BaselineResult,
     Cost,

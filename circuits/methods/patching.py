@@ -13,7 +13,7 @@ import torch
 
 from circuits._compat import HookedTransformer
 from circuits.ablation import AblationMethod, metric_under_masks, reference_z
-from circuits.baselines.base import DEFAULT_SELECTION, BaselineResult, Cost, Timer, selected_heads
+from circuits.methods.base import DEFAULT_SELECTION, BaselineResult, Cost, Timer, selected_heads
 from tasks.base import PromptSet, Task
 
 

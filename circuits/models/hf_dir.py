@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from circuits.errors import ModelLoadError
+from circuits.models.loaded import LoadedModel
 
 CONFIG_FILE = "config.json"
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
@@ -95,12 +96,11 @@ def _tl_config_dir(config: dict[str, Any], architecture: str) -> Path:
     return tmp
 
 
-def load_hf_model_dir(directory: Path, name: str | None = None) -> Any:
+def load_hf_model_dir(directory: Path, name: str | None = None) -> LoadedModel:
     """A Hugging Face model directory -> LoadedModel (HookedTransformer + HFTokenizer)."""
     import torch
 
     from circuits._compat import HookedTransformer
-    from circuits.models import LoadedModel
     from circuits.tokenizer import HFTokenizer
 
     directory = Path(directory).expanduser()

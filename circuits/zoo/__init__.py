@@ -6,6 +6,6 @@ each one uses is measured (`ground_truth.find_ground_truth`), not assumed. Modul
 - `train`: the training loop and the held-out quality figures;
 - `ground_truth`: the smallest head set that keeps the behaviour under mean ablation;
 - `ship`: train -> quality gate -> ground truth -> a checkpoint directory with its manifest.
-The shipped checkpoints live in `tasks/zoo/models/tiny-<task>/` and load with
+The shipped checkpoints live in `circuits/zoo/models/tiny-<task>/` and load with
 `circuits.models.load_model("tiny-<task>")`.
 """

@@ -37,8 +37,8 @@ import torch
 
 from circuits._compat import HookedTransformer
 from circuits.ablation import Faithfulness, reference_z, z_hook
+from circuits.zoo.train import torch_threads
 from tasks.base import GroundTruth, Head, PromptSet, Task
-from tasks.zoo.train import torch_threads
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

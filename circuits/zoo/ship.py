@@ -22,8 +22,7 @@ import torch
 
 from circuits.errors import ModelLoadError
 from circuits.models import MANIFEST_FILE, ZOO_DIR, save_checkpoint
-from tasks.base import Task
-from tasks.zoo.data import (
+from circuits.zoo.data import (
     CHUNKS_PER_SEED,
     NEGATIVE_ANSWER_SETS,
     NEGATIVE_EVERY,
@@ -32,8 +31,9 @@ from tasks.zoo.data import (
     VARIANTS_PER_PROMPT,
     prompt_seed,
 )
-from tasks.zoo.ground_truth import GroundTruthResult, find_ground_truth
-from tasks.zoo.train import TrainConfig, TrainResult, heldout_prompts, quality, train
+from circuits.zoo.ground_truth import GroundTruthResult, find_ground_truth
+from circuits.zoo.train import TrainConfig, TrainResult, heldout_prompts, quality, train
+from tasks.base import Task
 
 MODEL_PREFIX = "tiny-"
 MANIFEST_VERSION = 1

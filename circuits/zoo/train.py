@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.tokenizer import Tokenizer
+from circuits.zoo.data import TaskPool, build_pool, content_ids, filler_batch, prompt_seed
 from tasks.base import PromptSet, Task
-from tasks.zoo.data import TaskPool, build_pool, content_ids, filler_batch, prompt_seed
 
 Progress = Callable[[int, int, float], None]  # (step done, total steps, recent loss)
 

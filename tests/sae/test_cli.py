@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from circuits.cli_sae import sae_app
+from circuits.cli.sae import sae_app
 from circuits.sae import ARCHS
 from circuits.sae.io import load_sae
 from circuits.sae.sources import save_activations

@@ -74,7 +74,7 @@ def test_cli_under_torchrun(tmp_path: Path) -> None:
     save_activations(acts, torch.randn(400, 8, generator=torch.Generator().manual_seed(1)))
     res = _torchrun(
         "-m",
-        "circuits.cli_sae",
+        "circuits.cli.sae",
         "train",
         "--data",
         str(acts),

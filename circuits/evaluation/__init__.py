@@ -1,0 +1,1 @@
+"""How good is a circuit or a ranking: against a ground truth (`metrics`), by ablation (`faithfulness`)."""
