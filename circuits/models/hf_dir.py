@@ -133,29 +133,54 @@ def load_hf_model_dir(directory: Path, name: str | None = None) -> LoadedModel:
                                  "model_type": config.get("model_type")})
 
 
+def tl_config(config: dict[str, Any], architecture: str, source: Path) -> Any:
+    """The HookedTransformerConfig TransformerLens derives from a transformers config dict (no weights
+    needed: a cached conversion rebuilds its model from this and a saved state dict)."""
+    with _tl_scratch(config, architecture) as scratch:
+        try:
+            with _quiet_transformers():
+                return _tl_config_at(scratch, config)
+        except Exception as err:
+            raise ModelLoadError(f"{source}: TransformerLens cannot convert this {architecture} "
+                                 f"({type(err).__name__}: {_first_line(err)})") from None
+
+
 def _convert(hf_model: Any, hf_tokenizer: Any, config: dict[str, Any], architecture: str, directory: Path,
              hooked_cls: type) -> Any:
     """transformers model -> HookedTransformer with the same weights (TransformerLens converters)."""
     from circuits._compat import tl_loading as loading
 
+    with _tl_scratch(config, architecture) as scratch:
+        try:
+            with _quiet_transformers():
+                cfg = _tl_config_at(scratch, hf_model.config.to_dict())
+                state = loading.get_pretrained_state_dict(str(scratch), cfg, hf_model)
+                model = hooked_cls(cfg, tokenizer=hf_tokenizer, move_to_device=False)
+                model.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False,
+                                                  center_unembed=False, fold_value_biases=False,
+                                                  refactor_factored_attn_matrices=False)
+        except Exception as err:
+            raise ModelLoadError(f"{directory}: TransformerLens cannot convert this {architecture} "
+                                 f"({type(err).__name__}: {_first_line(err)})") from None
+    return model
+
+
+@contextlib.contextmanager
+def _tl_scratch(config: dict[str, Any], architecture: str) -> Iterator[Path]:
     scratch = _tl_config_dir(config, architecture)
     try:
-        with _quiet_transformers():
-            cfg = loading.get_pretrained_model_config(
-                str(scratch), hf_cfg=hf_model.config.to_dict(), device="cpu", default_prepend_bos=False,
-                fold_ln=False, local_files_only=True)
-            cfg.tokenizer_name = None  # the tokenizer is handed over below, never fetched by name
-            state = loading.get_pretrained_state_dict(str(scratch), cfg, hf_model)
-            model = hooked_cls(cfg, tokenizer=hf_tokenizer, move_to_device=False)
-            model.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False,
-                                              center_unembed=False, fold_value_biases=False,
-                                              refactor_factored_attn_matrices=False)
-    except Exception as err:
-        raise ModelLoadError(f"{directory}: TransformerLens cannot convert this {architecture} "
-                             f"({type(err).__name__}: {_first_line(err)})") from None
+        yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return model
+
+
+def _tl_config_at(scratch: Path, hf_cfg: dict[str, Any]) -> Any:
+    from circuits._compat import tl_loading as loading
+
+    cfg = loading.get_pretrained_model_config(str(scratch), hf_cfg=hf_cfg, device="cpu",
+                                              default_prepend_bos=False, fold_ln=False, local_files_only=True)
+    cfg.tokenizer_name = None  # the tokenizer is handed over by the caller, never fetched by name
+    return cfg
 
 
 def _first_line(err: BaseException) -> str:
