@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
-from circuits.discovery.pipeline import FindConfig, find_circuit  # noqa: E402
+from circuits.discovery.config import FindConfig  # noqa: E402
+from circuits.discovery.pipeline import find_circuit  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from tasks import get_task  # noqa: E402
 

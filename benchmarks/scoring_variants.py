@@ -35,8 +35,13 @@ from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a scrip
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from circuits.discovery.activations import head_activations  # noqa: E402
-from circuits.discovery.codes import n_codes  # noqa: E402
-from circuits.discovery.pipeline import FindConfig, encode_codes, fit_saes, split_prompts  # noqa: E402
+from circuits.discovery.codes import (  # noqa: E402
+    encode_codes,
+    fit_saes,
+    n_codes,  # noqa: E402
+)
+from circuits.discovery.config import FindConfig  # noqa: E402
+from circuits.discovery.pipeline import split_prompts  # noqa: E402
 from circuits.discovery.scoring import _code_counts, node_scores  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from tasks import get_task  # noqa: E402

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
-from circuits.discovery.pipeline import FindConfig, find_circuit, split_prompts  # noqa: E402
+from circuits.discovery.config import FindConfig  # noqa: E402
+from circuits.discovery.pipeline import find_circuit, split_prompts  # noqa: E402
 from circuits.methods.eap import edge_attribution_patching  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from tasks import get_task  # noqa: E402

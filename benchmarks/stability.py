@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from circuits.analysis.stability import find_with_seeds  # noqa: E402
 from circuits.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from circuits.discovery.pipeline import FindConfig  # noqa: E402
+from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.errors import CircuitsError  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from circuits.report import stability_figures  # noqa: E402

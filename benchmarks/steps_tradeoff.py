@@ -27,8 +27,12 @@ import torch  # noqa: E402
 from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 from circuits.discovery.activations import head_activations  # noqa: E402
-from circuits.discovery.codes import n_codes  # noqa: E402
-from circuits.discovery.pipeline import FindConfig, encode_codes, find_circuit, split_prompts  # noqa: E402
+from circuits.discovery.codes import (
+    encode_codes,  # noqa: E402
+    n_codes,  # noqa: E402
+)
+from circuits.discovery.config import FindConfig  # noqa: E402
+from circuits.discovery.pipeline import find_circuit, split_prompts  # noqa: E402
 from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from tasks import get_task  # noqa: E402

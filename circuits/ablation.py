@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from circuits.errors import CircuitsError
 from tasks.base import PromptSet, Task
 
 if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded
@@ -55,7 +56,7 @@ def reference_z(model: HookedTransformer, prompts: PromptSet, method: AblationMe
     if method == "resample":
         gen = torch.Generator().manual_seed(seed)
         return z_neg[torch.randint(0, len(prompts), (len(prompts),), generator=gen)]
-    raise ValueError(f"unknown ablation method '{method}' (mean, zero, resample)")
+    raise CircuitsError(f"unknown ablation method '{method}' (mean, zero, resample)")
 
 
 @torch.no_grad()

@@ -11,7 +11,6 @@ for every seed, so the spread includes prompt sampling. Every method is scored b
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from circuits.atomic import atomic_write
-from circuits.discovery.pipeline import FindConfig, find_circuit, ground_truth_for, split_prompts
+from circuits.discovery.config import FindConfig
+from circuits.discovery.pipeline import find_circuit, ground_truth_for, split_prompts
 from circuits.errors import CircuitsError
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.methods import BASELINES, SELECTION_NOTE, run_baseline
 from circuits.models import LoadedModel
+from circuits.progress import Progress
 from tasks.base import Task
 
 SAE = "sae"
@@ -33,7 +34,6 @@ GROUPS = {"patching": ("patching-mean", "patching-resample")}
 DEFAULT_METHODS = "sae,patching,eap,acdc"
 LABELS = {SAE: "discrete SAE", "patching-mean": "patching (mean)", "patching-resample": "patching (resample)",
           "eap": "EAP", "acdc": "ACDC"}
-Progress = Callable[[str, int, int], None]  # (method, seed index, n seeds)
 
 
 def parse_methods(spec: str) -> list[str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from circuits.errors import CircuitsError
 from circuits.tokenizer import Tokenizer, WordTokenizer, split_pieces
 from tasks._vocab import PUNCTUATION
 from tasks.base import PromptSet
@@ -31,7 +32,7 @@ class Row:
 
 def check_n(task: str, n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise ValueError(f"{task}: the number of prompts must be a positive integer, got {n!r}")
+        raise CircuitsError(f"{task}: the number of prompts must be a positive integer, got {n!r}")
 
 
 def single_token(tokenizer: Tokenizer, text: str) -> int | None:
@@ -50,7 +51,7 @@ def single_token_words(tokenizer: Tokenizer, words: Iterable[str], prefix: str =
 
 def require_pool(task: str, what: str, pool: list[str], minimum: int) -> None:
     if len(pool) < minimum:
-        raise ValueError(f"{task}: only {len(pool)} {what} encode to a single token with this tokenizer "
+        raise CircuitsError(f"{task}: only {len(pool)} {what} encode to a single token with this tokenizer "
                          f"(need at least {minimum})")
 
 
@@ -85,7 +86,7 @@ def build_prompt_set(task: str, tokenizer: Tokenizer, n: int, seed: int,
     """
     check_n(task, n)
     if n > capacity:
-        raise ValueError(f"{task}: asked for {n} prompts but this tokenizer allows at most {capacity} "
+        raise CircuitsError(f"{task}: asked for {n} prompts but this tokenizer allows at most {capacity} "
                          f"distinct ones")
     encode = _encoder(task, tokenizer)
     target = _modal_length(task, encode, sample)
@@ -103,7 +104,7 @@ def build_prompt_set(task: str, tokenizer: Tokenizer, n: int, seed: int,
             if len(rows) == n:
                 break
     if len(rows) < n:
-        raise ValueError(f"{task}: could only generate {len(rows)} distinct prompts of {target} tokens "
+        raise CircuitsError(f"{task}: could only generate {len(rows)} distinct prompts of {target} tokens "
                          f"with this tokenizer (asked for {n})")
     answer = [_token(task, tokenizer, r.answer) for r, _, _ in rows]
     wrong = [[_token(task, tokenizer, w) for w in r.wrong] for r, _, _ in rows]
@@ -124,7 +125,7 @@ def _encoder(task: str, tokenizer: Tokenizer) -> Callable[[str], list[int]]:
         try:
             return list(tokenizer.encode(text, prepend_bos=True))
         except (ValueError, KeyError) as err:
-            raise ValueError(f"{task}: this tokenizer cannot encode the task's prompts ({err})") from None
+            raise CircuitsError(f"{task}: this tokenizer cannot encode the task's prompts ({err})") from None
 
     return encode
 
@@ -132,7 +133,7 @@ def _encoder(task: str, tokenizer: Tokenizer) -> Callable[[str], list[int]]:
 def _token(task: str, tokenizer: Tokenizer, text: str) -> int:
     tok = single_token(tokenizer, text)
     if tok is None:  # pools are filtered beforehand, so this is a bug in the task, not bad input
-        raise ValueError(f"{task}: answer {text!r} is not a single token for this tokenizer")
+        raise CircuitsError(f"{task}: answer {text!r} is not a single token for this tokenizer")
     return tok
 
 
@@ -146,6 +147,6 @@ def _modal_length(task: str, encode: Callable[[str], list[int]],
         if len(pos) == len(neg):
             lengths[len(pos)] += 1
     if not lengths:
-        raise ValueError(f"{task}: no prompt and its corruption tokenize to the same length with this "
+        raise CircuitsError(f"{task}: no prompt and its corruption tokenize to the same length with this "
                          f"tokenizer")
     return min(lengths, key=lambda length: (-lengths[length], length))

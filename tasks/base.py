@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
+from circuits.errors import CircuitsError
 from circuits.tokenizer import Tokenizer
 
 Head = tuple[int, int]  # (layer, head)
@@ -31,10 +32,10 @@ class PromptSet:
     def __post_init__(self) -> None:
         n = self.positive.shape[0]
         if self.positive.shape != self.negative.shape:
-            raise ValueError(f"positive {tuple(self.positive.shape)} and negative "
+            raise CircuitsError(f"positive {tuple(self.positive.shape)} and negative "
                              f"{tuple(self.negative.shape)} prompts differ in shape")
         if self.answer.shape != (n,) or self.wrong.shape[0] != n:
-            raise ValueError("answer / wrong do not match the number of prompts")
+            raise CircuitsError("answer / wrong do not match the number of prompts")
 
     def __len__(self) -> int:
         return int(self.positive.shape[0])
@@ -103,8 +104,8 @@ class GroundTruth:
         """Raise when a head does not exist in a model of this shape."""
         for layer, h in list(self.heads) + [x for e in self.edges for x in e]:
             if not (0 <= layer < n_layers and 0 <= h < n_heads):
-                raise ValueError(f"ground-truth head ({layer},{h}) does not exist in a model with "
-                                 f"{n_layers} layers x {n_heads} heads")
+                raise CircuitsError(f"ground-truth head ({layer},{h}) does not exist in a model with "
+                                    f"{n_layers} layers x {n_heads} heads")
 
 
 def edges_from_classes(classes: dict[str, tuple[Head, ...]],

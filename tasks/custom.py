@@ -92,7 +92,7 @@ class FileGroundTruth(GroundTruth):
     def validate(self, n_layers: int, n_heads: int) -> None:
         try:
             super().validate(n_layers, n_heads)
-        except ValueError as err:
+        except CircuitsError as err:
             raise TaskFileError(f"{self.location}: {err}") from None
 
 
@@ -128,7 +128,7 @@ class CustomTask:
     def prompts(self, tokenizer: Tokenizer, n: int, seed: int) -> PromptSet:
         """`n` usable pairs, chosen by a seeded shuffle; raises when the file has fewer."""
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"{self.name}: the number of prompts must be a positive integer, got {n!r}")
+            raise CircuitsError(f"{self.name}: the number of prompts must be a positive integer, got {n!r}")
         usable, dropped = self._tokenised(tokenizer)
         self.dropped, self.n_usable = dict(dropped), len(usable)
         if not usable:

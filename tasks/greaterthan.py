@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import torch
 
+from circuits.errors import CircuitsError
 from circuits.tokenizer import Tokenizer, WordTokenizer
 from tasks._common import (
     Row,
@@ -63,7 +64,7 @@ class GreaterThanTask:
         nouns = single_token_words(tokenizer, self.nouns)
         require_pool(self.name, "nouns", nouns, 1)
         if not years:
-            raise ValueError(f"{self.name}: no year 1102-1798 encodes as ' XX' + 'YY' with this tokenizer")
+            raise CircuitsError(f"{self.name}: no year 1102-1798 encodes as ' XX' + 'YY' with this tokenizer")
 
         def sample(rng: random.Random) -> Row:
             noun = rng.choice(nouns)
@@ -92,7 +93,7 @@ def two_digit_tokens(tokenizer: Tokenizer) -> list[int]:
     ids = [single_token(tokenizer, f"{i:02d}") for i in range(100)]
     missing = [f"{i:02d}" for i, t in enumerate(ids) if t is None]
     if missing:
-        raise ValueError(f"greaterthan needs '00'..'99' to be single tokens; this tokenizer splits "
+        raise CircuitsError(f"greaterthan needs '00'..'99' to be single tokens; this tokenizer splits "
                          f"{', '.join(repr(m) for m in missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return [int(t) for t in ids if t is not None]
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from circuits.analysis.stability import circuit_stability, find_with_seeds, jaccard, jaccard_matrix
 from circuits.cli.main import app
-from circuits.discovery.pipeline import FindConfig
+from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError
 from circuits.report import build_figures, render_html
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.cli.compare import compare, evaluate
 from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
-from circuits.discovery.pipeline import FindConfig
+from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError
 from circuits.evaluation.faithfulness import circuit_vs_random, random_masks
 from circuits.models import LoadedModel, save_checkpoint

@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_model
 
 from circuits.discovery.activations import head_activations
-from circuits.discovery.pipeline import FindConfig, find_circuit
+from circuits.discovery.config import FindConfig
+from circuits.discovery.pipeline import find_circuit
 from circuits.errors import CircuitsError
 
 FAST = dict(n_train=10, n_score=40, steps=100, sae="per-head", hook="z")

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
-from circuits.discovery.pipeline import FindConfig, find_circuit
+from circuits.discovery.config import FindConfig
+from circuits.discovery.pipeline import find_circuit
 from circuits.report import ReportError, load_result, write_report
 
 runner = CliRunner()

@@ -8,6 +8,7 @@ import torch
 from circuits.discovery.codes import codes_from_latents
 from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
 from circuits.discovery.selection import otsu_threshold, select_heads
+from circuits.errors import CircuitsError
 from circuits.evaluation.metrics import edge_auc, evaluate_heads
 from tasks.base import GroundTruth
 
@@ -56,9 +57,9 @@ def test_otsu_separates_two_groups_and_refuses_constant_scores():
     assert select_heads(scores.reshape(2, 3)).sum() == 2
     assert select_heads(torch.zeros(2, 3)).sum() == 0
     assert select_heads(scores.reshape(2, 3), "top:3").sum() == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(CircuitsError):
         select_heads(scores.reshape(2, 3), "top:99")
-    with pytest.raises(ValueError):
+    with pytest.raises(CircuitsError):
         select_heads(scores.reshape(2, 3), "median")
 
 
@@ -70,5 +71,5 @@ def test_evaluation_counts_and_auc():
     assert ev["precision"] == 0.5 and ev["recall"] == 0.5 and ev["f1"] == 0.5
     edges = {((0, 0), (1, 1)): 1.0, ((0, 1), (1, 0)): 2.0}
     assert edge_auc(edges, truth, 2, 2) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(CircuitsError, match="does not exist"):
         evaluate_heads(torch.zeros(1, 2), set(), truth)

@@ -104,9 +104,9 @@ def test_bad_n(name):
     task = get_task(name)
     tok = task.word_tokenizer()
     for n in (0, -3):
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(CircuitsError, match="positive integer"):
             task.prompts(tok, n, 0)
-    with pytest.raises(ValueError, match="at most"):
+    with pytest.raises(CircuitsError, match="at most"):
         task.prompts(tok, 10**30, 0)
 
 
@@ -118,7 +118,7 @@ def test_too_few_distinct_prompts_is_a_clear_error():
     split = [" " + w for w in task.nouns if w not in keep] + [f" {x}" for x in range(11, 17)]
     tok = SplittingTokenizer(base, split)
     assert len(task.prompts(tok, 194, 0)) == 194
-    with pytest.raises(ValueError, match="at most 194"):
+    with pytest.raises(CircuitsError, match="at most 194"):
         task.prompts(tok, 195, 0)
 
 
@@ -289,7 +289,7 @@ def test_greaterthan_filters_years_and_needs_two_digit_tokens():
     assert any(" 17" in t for t in texts) and any(" 1650 " in t for t in texts)
     assert len({len(tok.encode(t)) for t in texts}) == 1
     # the metric needs all 100 two-digit tokens
-    with pytest.raises(ValueError, match="single tokens"):
+    with pytest.raises(CircuitsError, match="single tokens"):
         task.prompts(SplittingTokenizer(base, split={"07"}), 10, 0)
 
 
@@ -301,15 +301,15 @@ def test_docstring_filters_argument_names():
     for text in p.positive_text + p.negative_text:
         assert not set(_def_args(text) + _doc_params(text)) & split
     too_many = {" " + a for a in task.arg_names[:-5]}
-    with pytest.raises(ValueError, match="argument names"):
+    with pytest.raises(CircuitsError, match="argument names"):
         task.prompts(SplittingTokenizer(task.word_tokenizer(), too_many), 4, 0)
 
 
 def test_foreign_word_tokenizer_is_a_clear_error():
-    with pytest.raises(ValueError, match="only 0 names encode to a single token"):
+    with pytest.raises(CircuitsError, match="only 0 names encode to a single token"):
         IOITask().prompts(DocstringTask().word_tokenizer(), 4, 0)
     names_only = WordTokenizer([" " + w for w in IOITask.names + IOITask.places + IOITask.objects])
-    with pytest.raises(ValueError, match="cannot encode the task's prompts"):
+    with pytest.raises(CircuitsError, match="cannot encode the task's prompts"):
         IOITask().prompts(names_only, 4, 0)
 
 

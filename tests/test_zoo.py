@@ -16,7 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from circuits.ablation import metric_under_masks, reference_z  # noqa: E402
-from circuits.errors import ModelLoadError  # noqa: E402
+from circuits.errors import (
+    CircuitsError,  # noqa: E402
+    ModelLoadError,  # noqa: E402
+)
 from circuits.models import (  # noqa: E402
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -276,7 +279,7 @@ def test_ground_truth_refuses_a_model_that_does_not_do_the_task() -> None:
     with torch.no_grad():
         model.unembed.W_U.zero_()
     task = MajorityTask()
-    with pytest.raises(ValueError, match="does not do the task"):
+    with pytest.raises(CircuitsError, match="does not do the task"):
         find_ground_truth(model, task, task.prompts(None, 8, seed=0), edges=False)
 
 

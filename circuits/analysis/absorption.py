@@ -17,7 +17,7 @@ Definitions (per SAE, pooled over parents; rows are held-out samples):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -30,10 +30,9 @@ from circuits.analysis.hierarchy import HierarchicalFeatures
 from circuits.analysis.matching import normalise_rows
 from circuits.analysis.seeds import K_ARCHS, ArchSetting, SeedRunConfig, train_across_seeds
 from circuits.errors import CircuitsError
+from circuits.progress import Progress
 from circuits.sae import SAE
 from circuits.sae.metrics import reconstruction_metrics
-
-Progress = Callable[[str, int, int], None]
 
 
 @torch.no_grad()

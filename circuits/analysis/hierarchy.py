@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from circuits.errors import CircuitsError
+
 
 @dataclass
 class HierarchicalFeatures:
@@ -84,10 +86,10 @@ def make_hierarchy(n_parents: int = 4, children_per_parent: int = 4, n_free: int
                    magnitude: tuple[float, float] = (0.5, 1.5)) -> HierarchicalFeatures:
     """Random directions (family orthogonal where it fits) and the sampling probabilities."""
     if min(n_parents, children_per_parent, d_in) < 1 or n_free < 0:
-        raise ValueError("n_parents, children_per_parent and d_in must be positive, n_free >= 0")
+        raise CircuitsError("n_parents, children_per_parent and d_in must be positive, n_free >= 0")
     for name, p in (("p_parent", p_parent), ("p_child", p_child), ("p_free", p_free)):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be a probability, got {p}")
+            raise CircuitsError(f"{name} must be a probability, got {p}")
     gen = torch.Generator().manual_seed(int(seed) + 20_011)
     n_family = n_parents * (1 + children_per_parent)
     family = torch.randn(d_in, n_family, generator=gen)

@@ -26,10 +26,10 @@ from torch import Tensor
 
 from circuits.analysis.matching import histogram, match_latents
 from circuits.errors import CircuitsError
+from circuits.progress import Progress
 from circuits.sae import ARCHS, SAE, SAEConfig, make_sae, train_sae
 from circuits.sae.metrics import reconstruction_metrics
 
-Progress = Callable[[str, int, int], None]  # (label, done, total)
 K_ARCHS = ("topk", "batchtopk")
 WEIGHTS = ("decoder", "encoder")
 

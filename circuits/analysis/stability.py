@@ -15,7 +15,7 @@ The block goes to `--json` under `stability` in the shape circuits/report.py dra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from itertools import combinations
 from typing import Any
@@ -25,10 +25,10 @@ import torch
 from scipy.stats import spearmanr
 
 from circuits.errors import CircuitsError
+from circuits.progress import Progress
 
 Head = tuple[int, int]
 EVAL_KEYS = ("roc_auc", "precision", "recall", "f1", "edge_roc_auc")
-Progress = Callable[[str, int, int], None]
 
 
 def jaccard(a: frozenset[Head] | set[Head], b: frozenset[Head] | set[Head]) -> float:

@@ -259,10 +259,7 @@ def absorption(
         from circuits.analysis.figures import absorption_figure
         from circuits.analysis.hierarchy import make_hierarchy
 
-        try:
-            feats = make_hierarchy(parents, children, free, d_in, p_parent, p_child, p_free, seed=data_seed)
-        except ValueError as err:
-            raise CircuitsError(str(err)) from None
+        feats = make_hierarchy(parents, children, free, d_in, p_parent, p_child, p_free, seed=data_seed)
         with bar:
             result = run_absorption_sweep(feats, settings, run, n_train=rows, n_eval=max(rows // 2, 1),
                                           min_carried=min_carried, progress=update)

@@ -26,13 +26,14 @@ def fail(message: str) -> typer.Exit:
 
 
 def user_errors(func: F) -> F:
-    """Turn CircuitsError/ValueError/OSError into one line on stderr and exit code 2."""
+    """Turn CircuitsError (bad input, unavailable resource) and OSError (the user's paths) into one line on
+    stderr and exit code 2. Anything else is a bug in our code and keeps its traceback (exit 1)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (CircuitsError, ValueError, OSError) as err:
+        except (CircuitsError, OSError) as err:
             raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
     return wrapper  # type: ignore[return-value]

@@ -51,7 +51,7 @@ def compare(
 ) -> None:
     """Compare the discrete-SAE method with activation patching, EAP and ACDC on one model."""
     from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
-    from circuits.discovery.pipeline import FindConfig
+    from circuits.discovery.config import FindConfig
     from circuits.models import load_model
     from tasks import get_task
 

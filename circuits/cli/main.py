@@ -59,8 +59,9 @@ def find(
                                                    "stability across them"),
 ) -> None:
     """Find the circuit of TASK in MODEL and compare it with the ground truth."""
+    from circuits.discovery.config import FindConfig
     from circuits.discovery.graph import export_graph
-    from circuits.discovery.pipeline import FindConfig, find_circuit, ground_truth_for
+    from circuits.discovery.pipeline import find_circuit, ground_truth_for
     from circuits.models import load_model
     from tasks import get_task
 

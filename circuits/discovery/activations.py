@@ -8,19 +8,16 @@ mean_pos(z) @ W_O == mean_pos(z @ W_O), at a fraction of the cost and without `u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
+from circuits.discovery.config import HOOKS, POSITIONS, HookKind, Position
 from circuits.errors import CircuitsError
 
 if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded
     from circuits._compat import HookedTransformer
 
-HookKind = Literal["z", "result"]
-Position = Literal["mean", "last", "each"]
-HOOKS: tuple[str, ...] = ("z", "result")
-POSITIONS: tuple[str, ...] = ("mean", "last", "each")
 
 
 def head_index(layer: int, head: int, n_heads: int) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,75 +10,16 @@ import networkx as nx
 import torch
 
 from circuits.ablation import faithfulness as measure_faithfulness
-from circuits.discovery.activations import HOOKS, POSITIONS, head_activations
-from circuits.discovery.codes import codes_from_latents, n_codes
+from circuits.discovery.activations import head_activations
+from circuits.discovery.codes import encode_codes, n_codes
+from circuits.discovery.config import FindConfig
 from circuits.discovery.graph import build_graph
-from circuits.discovery.scoring import SCORE_KINDS, edge_scores, layered_pairs, node_scores
+from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
 from circuits.discovery.selection import select_heads
-from circuits.errors import CircuitsError
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
-from circuits.models import LoadedModel
-from circuits.sae import ARCHS as SAE_ARCHS
-from circuits.sae import SAE, SAEConfig, make_sae, train_sae
+from circuits.models.loaded import LoadedModel
+from circuits.progress import Progress
 from tasks.base import GroundTruth, Head, PromptSet, Task
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-SAE_MODES = ("per-head", "shared")
-
-
-@dataclass(frozen=True)
-class FindConfig:
-    """Every knob of one run; `seed` fixes prompts and SAE initialisation."""
-
-    n_train: int = 10  # prompts the SAEs are trained on (half positive, half negative)
-    n_score: int = 250  # positive and negative prompts each, used to count codes
-    seed: int = 0
-    sae_seed: int | None = None  # SAE initialisation seed; None = `seed` (then prompts change too)
-    hook: str = "result"  # "result" (z @ W_O, residual space) or "z" (per-head d_head output)
-    position: str = "mean"  # "mean" over positions or the "last" position
-    # "shared" (one SAE for all heads, the paper's) or "per-head" (one SAE per head, batched).
-    # Chosen on tiny-ioi only (node AUC 0.71 vs 0.39 over 5 SAE seeds); reported unchanged elsewhere.
-    sae: str = "shared"
-    arch: str = "relu"  # SAE architecture (circuits.sae: relu, topk, batchtopk, gated, jumprelu)
-    k: int = 4  # active latents for topk / batchtopk
-    d_sae: int | None = None  # latents per SAE; None = 200 shared, 32 per-head
-    l1: float = 0.02
-    # Adam steps. The paper uses 500; 100 was chosen by one rule read on tiny-ioi only: the fewest steps of
-    # the grid 100/150/200/300/500 whose node AUC is within one std of the 500-step value (0.693 +- 0.028
-    # vs 0.709 +- 0.033, 5 seeds; benchmarks/steps_tradeoff.py). It makes the SAE stage 4x cheaper.
-    steps: int = 100
-    lr: float = 1e-3
-    score: str = "count"  # "count" (paper) or "mass"
-    selection: str = "otsu"
-    edges: bool = True
-    faithfulness: bool = False  # also measure the selected circuit's faithfulness (mean ablation)
-    batch_size: int = 128
-
-    def resolved_d_sae(self) -> int:
-        return self.d_sae if self.d_sae is not None else (200 if self.sae == "shared" else 32)
-
-    def validate(self) -> None:
-        if self.n_train < 2:
-            raise CircuitsError(f"--n-train must be at least 2 (one positive, one negative), "
-                                f"got {self.n_train}")
-        if self.n_score < 1:
-            raise CircuitsError(f"--n-score must be positive, got {self.n_score}")
-        if self.steps < 1 or self.lr <= 0 or self.l1 < 0:
-            raise CircuitsError("--steps must be >= 1, --lr > 0 and --l1 >= 0")
-        if self.d_sae is not None and self.d_sae < 1:
-            raise CircuitsError(f"--d-sae must be positive, got {self.d_sae}")
-        if self.hook not in HOOKS:
-            raise CircuitsError(f"unknown hook '{self.hook}' (known: {', '.join(HOOKS)})")
-        if self.position not in POSITIONS:
-            raise CircuitsError(f"unknown position '{self.position}' (known: {', '.join(POSITIONS)})")
-        if self.sae not in SAE_MODES:
-            raise CircuitsError(f"unknown SAE mode '{self.sae}' (known: {', '.join(SAE_MODES)})")
-        if self.arch not in SAE_ARCHS:
-            raise CircuitsError(f"unknown SAE architecture '{self.arch}' (known: {', '.join(SAE_ARCHS)})")
-        if self.k < 1:
-            raise CircuitsError(f"--k must be positive, got {self.k}")
-        if self.score not in SCORE_KINDS:
-            raise CircuitsError(f"unknown score '{self.score}' (known: {', '.join(SCORE_KINDS)})")
 
 
 @dataclass
@@ -145,37 +85,6 @@ def split_prompts(prompts: PromptSet, n_train: int) -> tuple[torch.Tensor, Promp
     n_pos = (n_train + 1) // 2
     train_tokens = torch.cat([prompts.positive[:n_pos], prompts.negative[n_pos:n_train]])
     return train_tokens, prompts.subset(slice(n_train, len(prompts)))
-
-
-def fit_saes(x: torch.Tensor, config: FindConfig, progress: Progress | None = None) -> SAE:
-    """Train `groups` SAEs at once on x: [groups, n, d_in] (full batch, inputs normalised per group)."""
-    groups, n_rows, d_in = x.shape
-    sae_cfg = SAEConfig(d_in=d_in, d_sae=config.resolved_d_sae(), arch=config.arch, groups=groups,
-                        l1_coefficient=config.l1, k=min(config.k, config.resolved_d_sae()),
-                        normalize_decoder=True)
-    sae_seed = config.seed if config.sae_seed is None else config.sae_seed
-    sae = make_sae(sae_cfg, seed=sae_seed)
-    callback = (lambda step, total, _metrics: progress("sae", step, total)) if progress else None
-    train_sae(sae, x, steps=config.steps, lr=config.lr, batch_size=n_rows, seed=sae_seed,
-              callback=callback, b_dec_init="mean", normalize_inputs=True)
-    sae.eval()
-    return sae
-
-
-@torch.no_grad()
-def encode_codes(acts_train: torch.Tensor, acts_score: torch.Tensor, config: FindConfig,
-                 progress: Progress | None = None) -> torch.Tensor:
-    """acts_*: [n, head, d] -> codes of the scoring rows: [n_score_rows, head] (SAEs fit on acts_train)."""
-    n_heads, d = acts_train.shape[1], acts_train.shape[2]
-    if config.sae == "per-head":
-        with torch.enable_grad():
-            sae = fit_saes(acts_train.transpose(0, 1).contiguous(), config, progress)  # x: [head, n, d]
-        latents = sae.encode(acts_score.transpose(0, 1).contiguous())  # [head, n, d_sae]
-        return codes_from_latents(latents).transpose(0, 1)  # [n, head]
-    with torch.enable_grad():
-        sae = fit_saes(acts_train.reshape(1, -1, d), config, progress)  # every head's vector is a row
-    latents = sae.encode(acts_score.reshape(1, -1, d))  # [1, n*head, d_sae]
-    return codes_from_latents(latents[0]).reshape(-1, n_heads)
 
 
 def find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,

@@ -13,12 +13,10 @@ O(prompts x pairs), never a dense heads^2 x codes^2 array.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-ScoreKind = Literal["count", "mass"]
-SCORE_KINDS: tuple[str, ...] = ("count", "mass")
+from circuits.discovery.config import SCORE_KINDS, ScoreKind
+from circuits.errors import CircuitsError
 
 
 def node_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int,
@@ -31,7 +29,7 @@ def node_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int,
         return unique.sum(1).float()
     if kind == "mass":
         return (count_pos * unique).sum(1).float() / max(codes_pos.shape[0], 1)
-    raise ValueError(f"unknown score kind '{kind}' (known: {', '.join(SCORE_KINDS)})")
+    raise CircuitsError(f"unknown score kind '{kind}' (known: {', '.join(SCORE_KINDS)})")
 
 
 def _code_counts(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -57,7 +55,7 @@ def edge_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int, 
     Pairs are processed in chunks so peak memory stays at O(prompts x chunk).
     """
     if kind not in SCORE_KINDS:
-        raise ValueError(f"unknown score kind '{kind}' (known: {', '.join(SCORE_KINDS)})")
+        raise CircuitsError(f"unknown score kind '{kind}' (known: {', '.join(SCORE_KINDS)})")
     out = torch.empty(pairs.shape[0])
     for start in range(0, pairs.shape[0], chunk):
         sub = pairs[start:start + chunk]  # [p, 2]

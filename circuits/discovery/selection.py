@@ -10,6 +10,25 @@ from __future__ import annotations
 
 import torch
 
+from circuits.errors import CircuitsError
+
+RULES_HELP = "otsu, positive, top:K"
+
+
+def check_rule(rule: str, n_heads: int | None = None) -> None:
+    """Raise a one-line CircuitsError for a rule that is not otsu, positive or top:K (0 < K <= n_heads)."""
+    if rule in ("otsu", "positive"):
+        return
+    if not rule.startswith("top:"):
+        raise CircuitsError(f"unknown selection rule '{rule}' (known: {RULES_HELP})")
+    try:
+        k = int(rule.split(":", 1)[1])
+    except ValueError:
+        raise CircuitsError(f"bad selection rule '{rule}' (use top:K with an integer K)") from None
+    if k < 1 or (n_heads is not None and k > n_heads):
+        bound = f" <= {n_heads} heads" if n_heads is not None else ""
+        raise CircuitsError(f"selection top:K needs 0 < K{bound}, got {k}")
+
 
 def otsu_threshold(scores: torch.Tensor) -> float:
     """Threshold between the two groups of a 1-D score set with maximal between-group variance."""
@@ -39,14 +58,8 @@ def select_heads(node_scores: torch.Tensor, rule: str = "otsu") -> torch.Tensor:
         return node_scores > otsu_threshold(flat)
     if rule == "positive":
         return node_scores > 0
-    if rule.startswith("top:"):
-        try:
-            k = int(rule.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"bad selection rule '{rule}' (use top:K with an integer K)") from None
-        if not 0 < k <= flat.numel():
-            raise ValueError(f"top:K needs 0 < K <= {flat.numel()} heads, got {k}")
-        mask = torch.zeros(flat.numel(), dtype=torch.bool)
-        mask[torch.argsort(flat, descending=True, stable=True)[:k]] = True
-        return mask.reshape(node_scores.shape)
-    raise ValueError(f"unknown selection rule '{rule}' (known: otsu, positive, top:K)")
+    check_rule(rule, flat.numel())
+    k = int(rule.split(":", 1)[1])
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+    return mask.reshape(node_scores.shape)

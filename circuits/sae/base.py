@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from circuits.errors import CircuitsError
+
 ARCHS = ("relu", "topk", "batchtopk", "gated", "jumprelu", "matryoshka")
 K_ARCHS = ("topk", "batchtopk", "matryoshka")  # sparsity set by k, not by a coefficient
 
@@ -77,27 +79,27 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown SAE architecture '{self.arch}' (known: {', '.join(ARCHS)})")
+            raise CircuitsError(f"unknown SAE architecture '{self.arch}' (known: {', '.join(ARCHS)})")
         for name in ("d_in", "d_sae", "groups"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise CircuitsError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.arch in K_ARCHS and not 1 <= self.k <= self.d_sae:
-            raise ValueError(f"k must be between 1 and d_sae={self.d_sae}, got {self.k}")
+            raise CircuitsError(f"k must be between 1 and d_sae={self.d_sae}, got {self.k}")
         if self.matryoshka_widths is not None:
             self.matryoshka_widths = [int(w) for w in self.matryoshka_widths]
             w = self.matryoshka_widths
             increasing = all(b > a for a, b in zip(w, w[1:], strict=False))
             if not w or w[0] < 1 or not increasing or w[-1] != self.d_sae:
-                raise ValueError(
+                raise CircuitsError(
                     "matryoshka_widths must be strictly increasing positive sizes ending at "
                     f"d_sae={self.d_sae}, got {w}"
                 )
         if self.aux_k is not None and self.aux_k < 1:
-            raise ValueError(f"aux_k must be positive, got {self.aux_k}")
+            raise CircuitsError(f"aux_k must be positive, got {self.aux_k}")
         if self.bandwidth <= 0 or self.threshold_init <= 0:
-            raise ValueError("bandwidth and threshold_init must be positive")
+            raise CircuitsError("bandwidth and threshold_init must be positive")
         if self.dtype not in ("float32", "float64", "bfloat16", "float16"):
-            raise ValueError(f"unsupported dtype '{self.dtype}'")
+            raise CircuitsError(f"unsupported dtype '{self.dtype}'")
 
     @property
     def unit_decoder(self) -> bool:
@@ -157,7 +159,7 @@ class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig, seed: int = 0):
         super().__init__()
         if cfg.arch != self.arch:
-            raise ValueError(f"{type(self).__name__} needs arch '{self.arch}', config says '{cfg.arch}'")
+            raise CircuitsError(f"{type(self).__name__} needs arch '{self.arch}', config says '{cfg.arch}'")
         self.cfg = cfg
         g, d, f = cfg.groups, cfg.d_in, cfg.d_sae
         dtype = cfg.torch_dtype
@@ -184,10 +186,10 @@ class SAE(nn.Module):
         squeeze = x.dim() == 2
         if squeeze:
             if self.cfg.groups != 1:
-                raise ValueError(f"a 2-D input needs groups == 1 (this SAE has {self.cfg.groups} groups)")
+                raise CircuitsError(f"a 2-D input needs groups == 1 (this SAE has {self.cfg.groups} groups)")
             x = x.unsqueeze(0)
         if x.dim() != 3 or x.shape[0] != self.cfg.groups:
-            raise ValueError(f"expected input [groups={self.cfg.groups}, batch, d], got {tuple(x.shape)}")
+            raise CircuitsError(f"expected input [groups={self.cfg.groups}, batch, d], got {tuple(x.shape)}")
         return x, squeeze
 
     # ---- the shared interface ------------------------------------------------------------------

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from circuits.errors import CircuitsError
+
 
 @dataclass
 class SyntheticFeatures:
@@ -59,7 +61,7 @@ def make_features(
 ) -> SyntheticFeatures:
     """Random unit directions (nearly orthogonal when d_in is large) and per-feature frequencies."""
     if not 0 < mean_l0 <= n_features:
-        raise ValueError(f"mean_l0 must be in (0, n_features], got {mean_l0}")
+        raise CircuitsError(f"mean_l0 must be in (0, n_features], got {mean_l0}")
     gen = torch.Generator().manual_seed(int(seed) + 10_007)
     d = torch.randn(n_features, d_in, generator=gen)
     d = d / d.norm(dim=-1, keepdim=True)

@@ -59,11 +59,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
+            raise CircuitsError("steps and batch_size must be positive")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise CircuitsError(f"lr must be positive, got {self.lr}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
-            raise ValueError(f"b_dec_init must be geometric_median, mean or zeros, not '{self.b_dec_init}'")
+            raise CircuitsError(f"b_dec_init must be geometric_median, mean or zeros, "
+                                f"not '{self.b_dec_init}'")
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
 
     @property

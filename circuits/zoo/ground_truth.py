@@ -37,10 +37,10 @@ import torch
 
 from circuits._compat import HookedTransformer
 from circuits.ablation import Faithfulness, reference_z, z_hook
+from circuits.errors import CircuitsError
+from circuits.progress import Progress
 from circuits.zoo.train import torch_threads
 from tasks.base import GroundTruth, Head, PromptSet, Task
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -161,8 +161,8 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
     scorer = _Scorer(model, task, prompts, reference, max_rows)
     full, empty = scorer([every, frozenset()])
     if not full > 0 or not full > empty:
-        raise ValueError(f"the model does not do the task on these prompts (mean metric {full:.3g} intact, "
-                         f"{empty:.3g} with every head ablated): no ground truth to find")
+        raise CircuitsError(f"the model does not do the task on these prompts (mean metric {full:.3g} "
+                            f"intact, {empty:.3g} with every head ablated): no ground truth to find")
 
     def normalized(score: float) -> float:
         return (score - empty) / (full - empty)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from circuits.errors import ModelLoadError
+from circuits.errors import CircuitsError, ModelLoadError
 from circuits.models import MANIFEST_FILE, ZOO_DIR, save_checkpoint
 from circuits.zoo.data import (
     CHUNKS_PER_SEED,
@@ -85,7 +85,7 @@ def build_zoo_model(task: Task, config: TrainConfig, out_dir: Path | None = None
             result.model, task, gt_prompts, edges=edges, method_notes=notes,
             progress=lambda stage, d, t: tell("ground truth", d, t, stage))
         error = None
-    except ValueError as err:  # the model does not do the task: ship it, say why it has no truth
+    except CircuitsError as err:  # the model does not do the task: ship it, say why it has no truth
         truth, error = None, str(err)
     manifest = make_manifest(task, result, figures, truth, n_heldout)
     if error is not None:

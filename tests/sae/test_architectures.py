@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from circuits.errors import CircuitsError
 from circuits.sae import ARCHS, SAEConfig, make_sae, train_sae
 from circuits.sae.jumprelu import jumprelu, jumprelu_with_l0, step
 
@@ -47,7 +48,7 @@ def test_shapes_and_interface(arch: str) -> None:
     single.eval()
     assert single.encode(torch.randn(5, 6)).shape == (5, 10)
     assert single(torch.randn(5, 6)).recon.shape == (5, 6)
-    with pytest.raises(ValueError, match="groups"):
+    with pytest.raises(CircuitsError, match="groups"):
         sae.encode(torch.randn(5, 6))
 
 
@@ -193,11 +194,11 @@ def test_fold_input_scale_preserves_function(arch: str) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(CircuitsError, match="k must be"):
         SAEConfig(d_in=4, d_sae=8, arch="topk", k=9)
-    with pytest.raises(ValueError, match="unknown SAE architecture"):
+    with pytest.raises(CircuitsError, match="unknown SAE architecture"):
         SAEConfig(d_in=4, d_sae=8, arch="nope")
-    with pytest.raises(ValueError, match="d_sae"):
+    with pytest.raises(CircuitsError, match="d_sae"):
         SAEConfig(d_in=4, d_sae=0)
 
 

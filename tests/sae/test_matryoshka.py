@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from circuits.analysis.absorption import absorption_stats
 from circuits.analysis.hierarchy import make_hierarchy
+from circuits.errors import CircuitsError
 from circuits.sae import (
     BatchTopKSAE,
     MatryoshkaSAE,
@@ -49,9 +50,9 @@ def test_default_widths_and_validation() -> None:
     widths = SAEConfig(d_in=4, d_sae=8, arch="matryoshka", k=2, matryoshka_widths=(2, 8)).matryoshka_widths
     assert widths == [2, 8]  # a list, as it comes back from JSON
     for bad in ([], [4, 2, 8], [2, 4], [0, 8], [2, 2, 8]):
-        with pytest.raises(ValueError, match="matryoshka_widths"):
+        with pytest.raises(CircuitsError, match="matryoshka_widths"):
             SAEConfig(d_in=4, d_sae=8, arch="matryoshka", k=2, matryoshka_widths=bad)
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(CircuitsError, match="k must be"):
         SAEConfig(d_in=4, d_sae=8, arch="matryoshka", k=9)
     # Other architectures ignore the field and keep their defaults.
     assert SAEConfig(d_in=4, d_sae=8, arch="relu").to_dict()["matryoshka_widths"] is None
