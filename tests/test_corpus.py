@@ -219,7 +219,7 @@ def test_activation_batches_are_shuffled_bounded_and_deterministic(tiny) -> None
     # The buffer stays bounded while streaming: at most buffer_rows plus one model batch of rows.
     source = ModelActivationSource(loaded.model, loaded.tokenizer, HOOK, corpus, context_size=16,
                                    model_batch=4, buffer_rows=128)
-    for _ in range(20):
+    for _ in range(60):
         source.next_batch(32)
         assert source.buffer.shape[0] <= 128 + 4 * 16
     assert source.passes >= 1  # the tiny corpus was cycled

@@ -1,5 +1,6 @@
 """Where training activations come from: an in-memory tensor, a saved activation file, or a model hook
-run over a local text corpus (plain text or JSONL, streamed, batched, through a shuffle buffer).
+run over a local text corpus (plain text, JSONL or a sharded corpus directory built by circuits.corpus;
+streamed, batched, through a shuffle buffer).
 
 Every source yields `[groups, batch, d_in]` float tensors and can save and restore its position
 (`state_dict` / `load_state_dict`), which is what makes `--resume` exact. Under DDP a source serves
@@ -164,8 +165,15 @@ def load_activations(path: Path) -> Tensor:
 # ---- text corpora -----------------------------------------------------------------------------------
 def iter_documents(path: Path, text_field: str = "text") -> Iterator[str]:
     """Stream documents from a local corpus: JSONL (one object per line, `text_field`) when the file
-    ends in .jsonl/.json, else plain text with one document per non-empty line."""
+    ends in .jsonl/.json, else plain text with one document per non-empty line. A directory is a sharded
+    corpus (circuits.corpus): its shards in the order of its corpus.json, else its sorted .jsonl/.txt."""
     path = Path(path)
+    if path.is_dir():
+        from circuits.corpus.build import corpus_files  # lazy: circuits.corpus imports this module
+
+        for shard in corpus_files(path):
+            yield from iter_documents(shard, text_field)
+        return
     if not path.is_file():
         raise CircuitsError(f"corpus file {path} does not exist")
     jsonl = path.suffix.lower() in (".jsonl", ".json")
