@@ -204,11 +204,12 @@ def last_logits(model: HookedTransformer, tokens: torch.Tensor, batch_size: int 
 
 @torch.no_grad()
 def quality(model: HookedTransformer, task: Task, tokenizer: Tokenizer, prompts: PromptSet,
-            seen: set[tuple[int, ...]] | None = None) -> dict[str, Any]:
+            seen: set[tuple[int, ...]] | None = None, batch_size: int = 256) -> dict[str, Any]:
     """Accuracy (metric > 0) on positives, and how often negatives still prefer the answer.
 
     `seen`: training prompts; held-out prompts that also occur there are counted and left out of the
-    figures, so the accuracy is on prompts the model never trained on.
+    figures, so the accuracy is on prompts the model never trained on. `batch_size`: prompts per forward
+    pass (full-sequence logits are [batch, seq, vocab]: keep it small for a 50k vocabulary).
     """
     rows = list(range(len(prompts)))
     if seen:
@@ -216,8 +217,8 @@ def quality(model: HookedTransformer, task: Task, tokenizer: Tokenizer, prompts:
     if not rows:
         raise ValueError("every held-out prompt also occurs in the training prompts")
     ps = prompts.subset(rows)
-    pos = task.metric(last_logits(model, ps.positive), ps).float()  # [n]
-    neg = task.metric(last_logits(model, ps.negative), ps).float()  # [n]
+    pos = task.metric(last_logits(model, ps.positive, batch_size), ps).float()  # [n]
+    neg = task.metric(last_logits(model, ps.negative, batch_size), ps).float()  # [n]
     return {
         "n_heldout": len(prompts),
         "n_seen_in_training": len(prompts) - len(rows),
