@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from circuits.errors import CircuitsError
+from circuits.jsonio import read_json
 from circuits.tokenizer import Tokenizer, WordTokenizer, split_pieces
 from tasks._common import single_token
 from tasks.base import GroundTruth, Head, PromptSet
@@ -306,12 +307,7 @@ def _stem(path: Path) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError:
-        raise TaskFileError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise TaskFileError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    return read_json(path, TaskFileError)
 
 
 def _read_records(path: Path) -> list[tuple[str, Any]]:

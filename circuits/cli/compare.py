@@ -20,6 +20,7 @@ from rich.table import Table
 from circuits.atomic import atomic_write_text
 from circuits.cli.common import check_writable_dir, console, print_json, user_errors
 from circuits.errors import CircuitsError
+from circuits.jsonio import read_json
 
 ABLATIONS = ("mean", "resample", "zero")
 
@@ -133,15 +134,8 @@ def load_run(path: Path) -> dict[str, Any]:
     """A `circuits find --out DIR` result: DIR/result.json or the JSON file itself."""
     path = Path(path)
     file = path / "result.json" if path.is_dir() else path
-    if not file.is_file():
-        raise CircuitsError(f"{file}: no such result file (give a `circuits find --out DIR` directory "
-                            f"or its result.json)")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CircuitsError(f"{file}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CircuitsError(f"{file}: expected a JSON object")
+    data = read_json(file, expect_object=True, missing=f"{file}: no such result file (give a `circuits find "
+                                                       f"--out DIR` directory or its result.json)")
     missing = [k for k in ("task", "model", "heads") if k not in data]
     if missing:
         raise CircuitsError(f"{file}: missing field(s) {', '.join(missing)}")

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from circuits.atomic import atomic_write, atomic_write_text
 from circuits.errors import ModelLoadError
+from circuits.jsonio import read_json
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import WordTokenizer
 from tasks.base import GroundTruth
@@ -46,12 +47,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise ModelLoadError(f"{path.parent}: missing {path.name}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err})") from None
+    return read_json(path, ModelLoadError, expect_object=True, missing=f"{path.parent}: missing {path.name}")
 
 
 def load_checkpoint(directory: Path, name: str | None = None) -> LoadedModel:

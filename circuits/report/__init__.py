@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from circuits.atomic import atomic_write_bytes
 from circuits.errors import CircuitsError
+from circuits.jsonio import read_json
 
 
 class ReportError(CircuitsError):
@@ -47,12 +48,8 @@ def load_result(run: Path) -> dict[str, Any]:
     """RUN_DIR/result.json (or a result file given directly) -> payload; one-line errors."""
     run = Path(run)
     path = run / "result.json" if run.is_dir() else run
-    if not path.is_file():
-        raise ReportError(f"{path} does not exist (write it with `circuits find ... --out DIR`)")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"{path}: not valid JSON ({err})") from None
+    payload = read_json(path, ReportError,
+                        missing=f"{path} does not exist (write it with `circuits find ... --out DIR`)")
     check_payload(payload, str(path))
     return payload
 

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from circuits.errors import CircuitsError
+from circuits.jsonio import read_json
 from circuits.sae.base import SAE, SAEConfig
 
 CFG_FILE = "cfg.json"
@@ -119,14 +120,8 @@ def read_sae_config(directory: Path) -> tuple[SAEConfig, dict[str, Any]]:
     if not directory.is_dir():
         raise CircuitsError(f"SAE directory {directory} does not exist")
     path = directory / CFG_FILE
-    if not path.is_file():
-        raise CircuitsError(f"{directory}: missing {CFG_FILE} (not an SAE directory)")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CircuitsError(f"{path}: corrupt config, not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise CircuitsError(f"{path}: corrupt config (not a JSON object)")
+    doc = read_json(path, expect_object=True,
+                    missing=f"{directory}: missing {CFG_FILE} (not an SAE directory)")
     try:
         ours = doc.get("circuits", {}).get("config")
         if ours is not None:

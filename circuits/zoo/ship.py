@@ -9,7 +9,6 @@ training, evaluation and the ground-truth search (so benchmarks can draw disjoin
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from circuits.errors import CircuitsError, ModelLoadError
+from circuits.jsonio import read_json
 from circuits.models import MANIFEST_FILE, ZOO_DIR, save_checkpoint
 from circuits.zoo.data import (
     CHUNKS_PER_SEED,
@@ -176,12 +176,5 @@ def write_model_dir(out_dir: Path, result: TrainResult, manifest: dict[str, Any]
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a model directory (without loading its weights)."""
     path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{directory}: missing {MANIFEST_FILE}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object")
-    return data
+    return read_json(path, ModelLoadError, expect_object=True,
+                     missing=f"{directory}: missing {MANIFEST_FILE}")

@@ -152,7 +152,7 @@ def test_refusals(tmp_path: Path) -> None:
     with pytest.raises(CircuitsError, match="corrupt weights file"):
         load_sae(corrupt)
     (corrupt / CFG_FILE).write_text("{not json")
-    with pytest.raises(CircuitsError, match="corrupt config"):
+    with pytest.raises(CircuitsError, match="not valid JSON"):
         load_sae(corrupt)
     (corrupt / CFG_FILE).unlink()
     with pytest.raises(CircuitsError, match="missing cfg.json"):
