@@ -3,14 +3,19 @@
 A head is ablated by replacing its `hook_z` output (before W_O) with a reference value:
 - "mean": its position-wise mean over the negative (corrupted) prompts,
 - "zero": zeros,
-- "resample": its value on a randomly chosen negative prompt.
-Many head masks are evaluated in one batched forward pass by repeating the prompts per mask.
+- "resample": its value on a randomly chosen negative prompt,
+- "counterfactual": its value on the prompt's own negative (positive[i] takes negative[i]'s z; MIB's
+  default intervention).
+Many head masks are evaluated in one batched forward pass by repeating the prompts per mask, and only
+the last position is unembedded (the metric reads nothing else; at a 49k vocabulary the full unembedding
+costs more than the blocks). Every module that ablates heads (ground truth, faithfulness, patching,
+CPR/CMD) goes through `metric_under_masks`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -20,11 +25,31 @@ from tasks.base import PromptSet, Task
 if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded
     from circuits._compat import HookedTransformer
 
-AblationMethod = Literal["mean", "zero", "resample"]
+AblationMethod = Literal["mean", "zero", "resample", "counterfactual"]
+ABLATION_METHODS: tuple[str, ...] = ("mean", "zero", "resample", "counterfactual")
 
 
 def z_hook(layer: int) -> str:
+    """TransformerLens's name of layer `layer`'s per-head output z: [batch, pos, head, d_head]."""
     return f"blocks.{layer}.attn.hook_z"
+
+
+def final_logits(model: HookedTransformer, tokens: torch.Tensor,
+                 hooks: list[tuple[str, Any]] | None = None) -> torch.Tensor:
+    """tokens: [rows, seq] -> logits at the last position only: [rows, vocab].
+
+    Same values as `model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]`, without unembedding the other
+    positions.
+    """
+    resid = model.run_with_hooks(tokens, fwd_hooks=hooks or [], stop_at_layer=model.cfg.n_layers)
+    last = resid[:, -1:]  # [rows, 1, d_model]
+    if model.cfg.normalization_type is not None:
+        last = model.ln_final(last)
+    logits = model.unembed(last)[:, 0]  # [rows, vocab]
+    cap = model.cfg.output_logits_soft_cap
+    if cap is not None and cap > 0:  # Gemma-style soft cap, as TransformerLens's forward applies it
+        logits = cap * torch.tanh(logits / cap)
+    return logits
 
 
 @torch.no_grad()
@@ -46,7 +71,8 @@ def collect_z(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 
 
 def reference_z(model: HookedTransformer, prompts: PromptSet, method: AblationMethod,
                 seed: int = 0) -> torch.Tensor:
-    """Replacement values: [layer, seq, head, d_head] (mean, zero) or [n, layer, seq, head, d_head]."""
+    """Replacement values: [layer, seq, head, d_head] (mean, zero) or [n, layer, seq, head, d_head]
+    (resample, counterfactual: one row per positive prompt)."""
     if method == "zero":
         cfg = model.cfg
         return torch.zeros(cfg.n_layers, prompts.seq_len, cfg.n_heads, cfg.d_head)
@@ -56,7 +82,9 @@ def reference_z(model: HookedTransformer, prompts: PromptSet, method: AblationMe
     if method == "resample":
         gen = torch.Generator().manual_seed(seed)
         return z_neg[torch.randint(0, len(prompts), (len(prompts),), generator=gen)]
-    raise CircuitsError(f"unknown ablation method '{method}' (mean, zero, resample)")
+    if method == "counterfactual":
+        return z_neg
+    raise CircuitsError(f"unknown ablation method '{method}' ({', '.join(ABLATION_METHODS)})")
 
 
 @torch.no_grad()
@@ -89,7 +117,7 @@ def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet,
                 return torch.where(keep_rows, z, ref.to(z.dtype))
 
             hooks.append((z_hook(layer), patch))
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]  # [m*n, vocab]
+        logits = final_logits(model, tokens, hooks)  # [m*n, vocab]
         repeated = _repeat_prompts(prompts, m)
         results.append(task.metric(logits, repeated).reshape(m, n))
     return torch.cat(results)

@@ -15,7 +15,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig  # noqa: E402
-from circuits.ablation import metric_under_masks, reference_z  # noqa: E402
+from circuits.ablation import final_logits, metric_under_masks, reference_z, z_hook  # noqa: E402
 from circuits.errors import (
     CircuitsError,  # noqa: E402
     ModelLoadError,  # noqa: E402
@@ -30,7 +30,7 @@ from circuits.models import (  # noqa: E402
 )
 from circuits.tokenizer import WordTokenizer  # noqa: E402
 from circuits.zoo.data import answer_sets, build_pool, filler_batch, prompt_seed  # noqa: E402
-from circuits.zoo.ground_truth import find_ground_truth, masked_metric  # noqa: E402
+from circuits.zoo.ground_truth import find_ground_truth  # noqa: E402
 from circuits.zoo.ship import build_zoo_model, read_manifest  # noqa: E402
 from circuits.zoo.train import TrainConfig, quality, train  # noqa: E402
 from tasks.base import GroundTruth, PromptSet  # noqa: E402
@@ -260,18 +260,47 @@ def test_ground_truth_recovers_planted_circuit_and_edge() -> None:
     assert result.truth.source == "ablation"
 
 
-def test_masked_metric_matches_metric_under_masks() -> None:
+def test_metric_under_masks_unembeds_the_last_position_like_the_full_forward() -> None:
+    """The last-position unembedding gives the full forward's logits, and batching masks changes nothing."""
     task = CopyFirstTask()
     tok = task.word_tokenizer()
     model = HookedTransformer(replace(TINY, d_mlp=64).model_config(tok.vocab_size))
     model.eval()
     prompts = task.prompts(tok, 12, seed=2)
-    reference = reference_z(model, prompts, "mean")
+    reference = reference_z(model, prompts, "mean")  # [layer, seq, head, d_head]
     keep = torch.rand(5, 2, 2, generator=torch.Generator().manual_seed(0)) > 0.5
-    ours = masked_metric(model, task, prompts, keep, reference, max_rows=30)
-    theirs = metric_under_masks(model, task, prompts, keep, reference)
-    assert ours.shape == (5, 12)
-    assert torch.allclose(ours, theirs, atol=1e-4)
+    batched = metric_under_masks(model, task, prompts, keep, reference, max_rows=30)  # 2 masks per pass
+    assert batched.shape == (5, 12)
+    for i in range(5):
+        hooks = [(z_hook(layer), lambda z, hook, k=keep[i]: torch.where(k[hook.layer()][None, None, :, None],
+                                                                         z, reference[hook.layer()][None]))
+                 for layer in range(2)]
+        with torch.no_grad():
+            full = model.run_with_hooks(prompts.positive, fwd_hooks=hooks)[:, -1]  # [n, vocab]
+            last = final_logits(model, prompts.positive, hooks)
+        torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched[i], task.metric(full, prompts), atol=1e-4, rtol=1e-4)
+
+
+def test_counterfactual_reference_is_each_prompts_own_negative() -> None:
+    """positive[i]'s ablated heads take negative[i]'s z, also when several masks share one batch."""
+    task = CopyFirstTask()
+    tok = task.word_tokenizer()
+    model = HookedTransformer(TINY.model_config(tok.vocab_size))
+    model.eval()
+    prompts = task.prompts(tok, 6, seed=3)
+    reference = reference_z(model, prompts, "counterfactual")  # [n, layer, seq, head, d_head]
+    _, cache = model.run_with_cache(prompts.negative)
+    assert torch.equal(reference[:, 1], cache[z_hook(1)])
+    keep = torch.tensor([[[False, False], [False, False]], [[True, False], [False, True]]])  # [2, L, H]
+    batched = metric_under_masks(model, task, prompts, keep, reference, max_rows=12)  # both in one pass
+    for i in range(2):
+        hooks = [(z_hook(layer), lambda z, hook, k=keep[i]: torch.where(k[hook.layer()][None, None, :, None],
+                                                                         z, cache[hook.name]))
+                 for layer in range(2)]
+        with torch.no_grad():
+            logits = model.run_with_hooks(prompts.positive, fwd_hooks=hooks)[:, -1]
+        torch.testing.assert_close(batched[i], task.metric(logits, prompts), atol=1e-4, rtol=1e-4)
 
 
 def test_ground_truth_refuses_a_model_that_does_not_do_the_task() -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from circuits.ablation import z_hook
 from circuits.discovery.config import HOOKS, POSITIONS, HookKind, Position
 from circuits.errors import CircuitsError
 
@@ -58,7 +59,7 @@ def head_activations(model: HookedTransformer, tokens: torch.Tensor, hook: HookK
                 reduced[hook.layer()] = z.reshape(-1, z.shape[2], z.shape[3])
 
         model.run_with_hooks(tokens[start:start + batch_size], stop_at_layer=n_layers,
-                             fwd_hooks=[(f"blocks.{layer}.attn.hook_z", reduce)
+                             fwd_hooks=[(z_hook(layer), reduce)
                                         for layer in range(n_layers)])
         chunks.append(torch.stack([reduced[layer] for layer in range(n_layers)], dim=1))
     z = torch.cat(chunks)  # [n, layer, head, d_head]

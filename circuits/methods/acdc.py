@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 
 from circuits._compat import HookedTransformer
+from circuits.ablation import z_hook
 from circuits.errors import CircuitsError
 from circuits.methods.base import (
     DEFAULT_SELECTION,
@@ -118,12 +119,12 @@ class EdgePatcher:
             store[hook.name] = x
 
         resid = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
-        hooks = [(name, save) for name in resid] + [(f"blocks.{l}.attn.hook_z", save) for l in range(L)]
+        hooks = [(name, save) for name in resid] + [(z_hook(l), save) for l in range(L)]
         if self.model.cfg.positional_embedding_type == "shortformer":
             hooks.append(("hook_pos_embed", save))
         logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
         out = {"resid": torch.stack([store[name] for name in resid], 1), "logits": logits,
-               "z": torch.stack([store[f"blocks.{l}.attn.hook_z"] for l in range(L)], 1)}
+               "z": torch.stack([store[z_hook(l)] for l in range(L)], 1)}
         if "hook_pos_embed" in store:
             out["pos"] = store["hook_pos_embed"].expand(tokens.shape[0], -1, -1)
         return out
@@ -230,7 +231,7 @@ class EdgePatcher:
         if start == L:  # only output edges removed: no block needs to run
             start_resid = add_output(start_resid)
         else:
-            hooks += [(f"blocks.{l}.attn.hook_z", keep_z) for l in range(start, L)]
+            hooks += [(z_hook(l), keep_z) for l in range(start, L)]
             for layer in range(start, L):
                 if bool(head_hit[layer]):
                     hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid))

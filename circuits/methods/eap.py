@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits._compat import HookedTransformer
+from circuits.ablation import z_hook
 from circuits.methods.base import (
     DEFAULT_SELECTION,
     BaselineResult,
@@ -37,7 +38,7 @@ def _z_hooks(n_layers: int, store: dict[str, torch.Tensor]) -> list:
     def save(z: torch.Tensor, hook) -> None:  # z: [b, pos, head, d_head]
         store[hook.name] = z
 
-    return [(f"blocks.{layer}.attn.hook_z", save) for layer in range(n_layers)]
+    return [(z_hook(layer), save) for layer in range(n_layers)]
 
 
 @dataclass
@@ -68,7 +69,7 @@ def eap_attributions(model: HookedTransformer, task: Task, prompts: PromptSet, e
         with torch.no_grad():
             logits = model.run_with_hooks(sub.negative, fwd_hooks=_z_hooks(L, corrupt))
             metric_corrupt += float(task.metric(logits[:, -1], sub).sum())
-        z_corrupt = torch.stack([corrupt[f"blocks.{l}.attn.hook_z"] for l in range(L)], 1)  # [b,L,p,H,d]
+        z_corrupt = torch.stack([corrupt[z_hook(l)] for l in range(L)], 1)  # [b,L,p,H,d]
 
         clean: dict[str, torch.Tensor] = {}
 
@@ -84,7 +85,7 @@ def eap_attributions(model: HookedTransformer, task: Task, prompts: PromptSet, e
         with torch.enable_grad(), (split_qkv_inputs(model) if edges else nullcontext()):
             logits = model.run_with_hooks(sub.positive, fwd_hooks=hooks)
             metric = task.metric(logits[:, -1], sub)
-            names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+            names = [z_hook(l) for l in range(L)]
             if edges:
                 names += [f"blocks.{l}.hook_{x}_input" for l in range(1, L) for x in QKV]
             grads = torch.autograd.grad(metric.sum(), [clean[k] for k in names], allow_unused=True)
@@ -94,8 +95,8 @@ def eap_attributions(model: HookedTransformer, task: Task, prompts: PromptSet, e
             cost.add_forward(2 * b)
             cost.add_backward(b)
 
-        z_clean = torch.stack([clean[f"blocks.{l}.attn.hook_z"].detach() for l in range(L)], 1)
-        g_z = torch.stack([grad[f"blocks.{l}.attn.hook_z"] for l in range(L)], 1)  # [b, L, p, H, d]
+        z_clean = torch.stack([clean[z_hook(l)].detach() for l in range(L)], 1)
+        g_z = torch.stack([grad[z_hook(l)] for l in range(L)], 1)  # [b, L, p, H, d]
         delta_z = z_corrupt - z_clean  # [b, L, pos, H, d_head]
         node += torch.einsum("blphd,blphd->lh", delta_z, g_z).double()
         if edges:

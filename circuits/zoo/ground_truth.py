@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from circuits._compat import HookedTransformer
-from circuits.ablation import Faithfulness, reference_z, z_hook
+from circuits.ablation import Faithfulness, final_logits, metric_under_masks, reference_z, z_hook
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
 from circuits.zoo.train import torch_threads
@@ -77,52 +77,11 @@ class _Scorer:
         todo = [s for s in dict.fromkeys(sets) if s not in self.cache]
         if todo:
             keep = torch.stack([self.mask(s) for s in todo])  # [k, L, H]
-            scores = masked_metric(self.model, self.task, self.prompts, keep, self.reference,
-                                   max_rows=self.max_rows).float().mean(1)  # [k]
+            scores = metric_under_masks(self.model, self.task, self.prompts, keep, self.reference,
+                                        max_rows=self.max_rows).float().mean(1)  # [k]
             self.n_evaluated += len(todo)
             self.cache.update(zip(todo, scores.tolist(), strict=True))
         return [self.cache[s] for s in sets]
-
-
-def final_logits(model: HookedTransformer, tokens: torch.Tensor,
-                 hooks: list[tuple[str, Any]]) -> torch.Tensor:
-    """Logits at the last position only: [rows, vocab] (skips the unembedding of the other positions)."""
-    resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)  # [rows, seq, d]
-    last = resid[:, -1:]
-    if hasattr(model, "ln_final"):  # absent when normalization_type is None
-        last = model.ln_final(last)
-    return model.unembed(last)[:, 0]
-
-
-@torch.no_grad()
-def masked_metric(model: HookedTransformer, task: Task, prompts: PromptSet, keep: torch.Tensor,
-                  reference: torch.Tensor, max_rows: int = 1024) -> torch.Tensor:
-    """`circuits.ablation.metric_under_masks` for a mean/zero reference, unembedding only the last position.
-
-    keep: [k, layer, head] bool; reference: [layer, seq, head, d_head]. Returns [k, n].
-    """
-    keep = keep.bool()
-    k, n_layers, _ = keep.shape
-    n = len(prompts)
-    per_pass = max(1, max_rows // n)
-    out = []
-    for m0 in range(0, k, per_pass):
-        sub = keep[m0:m0 + per_pass]  # [m, layer, head]
-        m = sub.shape[0]
-        hooks: list[tuple[str, Any]] = []
-        for layer in range(n_layers):
-            if bool(sub[:, layer].all()):
-                continue
-            rows_keep = sub[:, layer].repeat_interleave(n, dim=0)[:, None, :, None]  # [m*n, 1, head, 1]
-
-            def patch(z: torch.Tensor, hook: Any, rows_keep: torch.Tensor = rows_keep) -> torch.Tensor:
-                return torch.where(rows_keep, z, reference[hook.layer()][None].to(z.dtype))
-
-            hooks.append((z_hook(layer), patch))
-        logits = final_logits(model, prompts.positive.repeat(m, 1), hooks)  # [m*n, vocab]
-        repeated = prompts.subset(list(range(n)) * m) if m > 1 else prompts
-        out.append(task.metric(logits, repeated).reshape(m, n))
-    return torch.cat(out)
 
 
 def _prune(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool]) -> frozenset[Head]:
