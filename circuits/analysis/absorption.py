@@ -28,10 +28,10 @@ from torch import Tensor
 
 from circuits.analysis.hierarchy import HierarchicalFeatures
 from circuits.analysis.matching import normalise_rows
-from circuits.analysis.seeds import K_ARCHS, ArchSetting, SeedRunConfig, train_across_seeds
+from circuits.analysis.seeds import ArchSetting, SeedRunConfig, train_across_seeds
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
-from circuits.sae import SAE
+from circuits.sae import K_ARCHS, SAE
 from circuits.sae.metrics import reconstruction_metrics
 
 

@@ -8,9 +8,9 @@ on cosine similarity, circuits.analysis.matching), separately for decoder rows a
 a latent counts as shared when its match reaches `threshold` (0.7 by default; REFERENCE §8 notes the cut
 is a convention, so the whole similarity distribution is reported as well).
 
-Sparsity is matched across architectures by measurement, never by the consistency score: a TopK /
-BatchTopK setting with `k=None` gets k = the rounded mean L0 that the first penalty-based setting
-(ReLU, Gated, JumpReLU) reached on held-out rows.
+Sparsity is matched across architectures by measurement, never by the consistency score: a k-set
+setting (circuits.sae.K_ARCHS: TopK, BatchTopK, Matryoshka) with `k=None` gets k = the rounded mean L0
+that the first penalty-based setting (ReLU, Gated, JumpReLU) reached on held-out rows.
 """
 
 from __future__ import annotations
@@ -27,21 +27,20 @@ from torch import Tensor
 from circuits.analysis.matching import histogram, match_latents
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
-from circuits.sae import ARCHS, SAE, SAEConfig, make_sae, train_sae
+from circuits.sae import ARCHS, K_ARCHS, SAE, SAEConfig, make_sae, train_sae
 from circuits.sae.metrics import reconstruction_metrics
 
-K_ARCHS = ("topk", "batchtopk")
 WEIGHTS = ("decoder", "encoder")
 
 
 @dataclass(frozen=True)
 class ArchSetting:
-    """One architecture at one sparsity. k=None (TopK/BatchTopK): match the L0 of the first penalty
+    """One architecture at one sparsity. k=None (K_ARCHS): match the L0 of the first penalty
     setting of the run."""
 
     arch: str
     l1_coefficient: float = 1.0  # relu, gated
-    k: int | None = None  # topk, batchtopk
+    k: int | None = None  # K_ARCHS: topk, batchtopk, matryoshka
     l0_coefficient: float = 0.2  # jumprelu
 
     def __post_init__(self) -> None:
@@ -250,5 +249,6 @@ def run_seed_consistency(x_train: Tensor, x_eval: Tensor, settings: Sequence[Arc
                 "decoder": "cosine of decoder rows W_dec[i]",
                 "encoder": "cosine of encoder columns W_enc[:, i]",
                 "l0": "mean active latents per held-out row", "fvu": "fraction of variance unexplained",
-                "k matched": "TopK/BatchTopK k = rounded mean L0 of the first penalty-based setting",
+                "k matched": "K_ARCHS (TopK, BatchTopK, Matryoshka): k = rounded mean L0 of the first "
+                             "penalty-based setting",
             }}
