@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from circuits.atomic import atomic_directory
 from circuits.errors import ModelLoadError
+from circuits.jsonio import read_json
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, tl_config
 from circuits.models.loaded import LoadedModel
 from tasks.base import GroundTruth
@@ -75,12 +76,12 @@ def shipped_ground_truth(name: str) -> dict[str, GroundTruth]:
     path = GROUND_TRUTH_DIR / f"{name}.json"
     if not path.is_file():
         return {}
+    data = read_json(path, ModelLoadError, expect_object=True)
     try:
-        data = json.loads(path.read_text())
         return {task: GroundTruth.from_dict(truth) for task, truth in data.items()}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
-            ValueError) as err:
-        raise ModelLoadError(f"{path}: not a ground-truth file ({type(err).__name__}: {err})") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"{path}: not a task -> ground-truth mapping "
+                             f"({type(err).__name__}: {err})") from None
 
 
 def load_gguf(path: Path | str, name: str | None = None, cache: bool = True) -> LoadedModel:
@@ -196,7 +197,7 @@ def _check_readable(path: Path, header: GGUFHeader) -> None:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     if header.architecture not in GGUF_SUPPORTED_ARCHITECTURES:
-        known = ", ".join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a != "general")
+        known = ", ".join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
         raise ModelLoadError(f"{path}: GGUF architecture '{header.architecture}' is not supported "
                              f"(transformers reads {known})")
     unknown = [t for t in header.tensor_types if t.startswith("type ")]
