@@ -9,6 +9,9 @@ instead of u's output in the current run: v's q, k and v are recomputed from its
 LN(resid_pre + sum of removed senders' (corrupted - current) outputs), and the output node's input is
 the final residual stream plus the same sum. MLPs, where a
 model has them, are not graph nodes: they stay in the residual stream and read its actual value.
+With grouped-query attention, a receiver is a query head: its keys and values are recomputed from its own
+input through the key/value head it reads (W_K, W_V repeated per query head, `ungrouped_kv`), so removing
+an edge into v leaves the other query heads of v's group untouched.
 
 Pruning, as in ACDC: receivers in reverse topological order (output, then heads from the last layer
 down); for each, its incoming edges (latest sender first); an edge is removed for good when removing
@@ -39,6 +42,7 @@ from circuits.methods.base import (
     Cost,
     Timer,
     selected_heads,
+    ungrouped_kv,
 )
 from tasks.base import Head, PromptSet, Task
 
@@ -81,9 +85,9 @@ class EdgePatcher:
                  distance: Distance = "kl", corruption: Corruption = "paired"):
         self.model, self.task, self.prompts, self.distance = model, task, prompts, distance
         cfg = model.cfg
-        if cfg.n_key_value_heads not in (None, cfg.n_heads) or cfg.use_qk_norm or cfg.parallel_attn_mlp:
-            raise CircuitsError("the ACDC baseline supports standard attention blocks only (no grouped-query "
-                                "attention, q/k norm or parallel attention+MLP)")
+        if cfg.use_qk_norm or cfg.parallel_attn_mlp:
+            raise CircuitsError("the ACDC baseline supports standard attention blocks only (no q/k norm or "
+                                "parallel attention+MLP)")
         self.graph = EdgeGraph(cfg.n_layers, cfg.n_heads)
         self.w_o = torch.stack([b.attn.W_O for b in model.blocks]).detach()  # [L, H, d_head, d_model]
         self.cost = Cost(len(prompts))
@@ -100,6 +104,7 @@ class EdgePatcher:
         self.resid_clean = clean["resid"]  # [n, L + 1, pos, d_model]: each block's input, the last output
         self.pos_embed = clean.get("pos")  # [n, pos, d_model] for shortformer models, else None
         attn = [b.attn for b in model.blocks]
+        # W_K, W_V (and biases) per query head: grouped key/value heads come repeated (see `ungrouped_kv`)
         self.w_qkv = [(torch.cat([a.W_Q, a.W_K, a.W_V], -1).detach(),  # [H, d_model, 3 * d_head]
                        torch.cat([a.b_Q, a.b_K, a.b_V], -1).detach()) for a in attn]  # [H, 3 * d_head]
         # shortformer: the position embedding's share of q and k, per layer: [2][pos, H, d_head]
@@ -137,12 +142,13 @@ class EdgePatcher:
         chunk = min(n, self.max_rows)
         graphs_per_pass = max(1, self.max_rows // chunk)
         total = torch.zeros(G, dtype=torch.float64)
-        for g0 in range(0, G, graphs_per_pass):
-            masks = removed[g0:g0 + graphs_per_pass]
-            for p0 in range(0, n, chunk):
-                idx = torch.arange(p0, min(n, p0 + chunk))
-                total[g0:g0 + masks.shape[0]] += self._patched_sum(masks, idx)
-                self.cost.add_forward(masks.shape[0] * idx.numel())
+        with ungrouped_kv(self.model):  # hook_k / hook_v per query head, like the graph's nodes
+            for g0 in range(0, G, graphs_per_pass):
+                masks = removed[g0:g0 + graphs_per_pass]
+                for p0 in range(0, n, chunk):
+                    idx = torch.arange(p0, min(n, p0 + chunk))
+                    total[g0:g0 + masks.shape[0]] += self._patched_sum(masks, idx)
+                    self.cost.add_forward(masks.shape[0] * idx.numel())
         if self.distance == "kl":
             return (total / n).float()
         return (self.clean_metric - total / n).abs().float()

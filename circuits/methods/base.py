@@ -90,12 +90,34 @@ class Timer:
 
 
 @contextmanager
+def ungrouped_kv(model: HookedTransformer) -> Iterator[None]:
+    """Give every query head its own key/value projection for the duration (grouped-query attention).
+
+    Why: with grouped-query attention (`cfg.n_key_value_heads` < `n_heads`) several query heads share one
+    key/value head, but the head-level graph has one node per query head, so an edge into head v must change
+    v's keys and values only. Ungrouped (TransformerLens's `ungroup_grouped_query_attention`: W_K, W_V
+    repeated per query head, as `repeat_interleave` does inside the grouped forward) the model computes the
+    same function with hook_k / hook_v / hook_{k,v}_input of shape [..., n_heads, ...]. No-op otherwise.
+    """
+    before = bool(model.cfg.ungroup_grouped_query_attention)
+    if model.cfg.n_key_value_heads is not None:
+        model.set_ungroup_grouped_query_attention(True)
+    try:
+        yield
+    finally:
+        model.set_ungroup_grouped_query_attention(before)
+
+
+@contextmanager
 def split_qkv_inputs(model: HookedTransformer) -> Iterator[None]:
-    """Give every head its own copy of its q/k/v input (hook_{q,k,v}_input) for the duration."""
+    """Give every head its own copy of its q/k/v input (hook_{q,k,v}_input: [batch, pos, n_heads, d_model])
+    for the duration; grouped key/value heads are ungrouped (`ungrouped_kv`) so k and v inputs are per query
+    head too."""
     before = bool(model.cfg.use_split_qkv_input)
     model.set_use_split_qkv_input(True)
     try:
-        yield
+        with ungrouped_kv(model):
+            yield
     finally:
         model.set_use_split_qkv_input(before)
 

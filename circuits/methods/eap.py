@@ -8,6 +8,9 @@ on the clean run, the estimated change of the metric when an activation takes it
   where input(v) is v's own copy of the residual stream feeding its q, k and v (TransformerLens's
   split q/k/v inputs; the three gradients are summed: the edge covers all three), and
   result(u) = z(u) @ W_O(u) (no bias, which does not change under corruption).
+  With grouped-query attention the key/value heads are ungrouped for the run (`ungrouped_kv`): input(v) is
+  the copy feeding query head v's own q, k and v, not the shared key/value head's (same function, one
+  node per query head).
 Scores are |mean over prompts| of these estimates. Cost: 2 forwards + 1 backward per prompt.
 """
 
