@@ -7,8 +7,13 @@ Prints one JSON object (and writes it to --out): seconds per stage of find_circu
 pass over the same prompts find reads (n_train training + n_score positive + n_score negative),
 EAP (2 forwards + 1 backward, node and edge scores) over the n_score positive/negative pairs, and the
 ratios find / forward and find / EAP. Everything runs in this process after one small warm-up forward,
-on the CPU with torch's default thread count, in `--repeats` rounds (each round times every contender
-once); the JSON reports medians over rounds and keeps every round.
+on the CPU with the package's thread policy (circuits/threads.py), in `--repeats` rounds (each round
+times every contender once); the JSON reports medians over rounds and keeps every round.
+
+Contended scenario (`--contended-models`, default tiny-ioi and the main model): the same find (and one
+forward pass) timed alone and while a second process runs a small torch training loop with torch's
+default thread settings (as a researcher's other job would), rounds interleaved; the contender is started
+and stopped by this script and bounded in time (`--contender-seconds`). Reported: contended / alone.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +30,9 @@ from statistics import median
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# isort: off
+import circuits  # noqa: E402, F401  (first: sets the OpenMP wait policy before torch loads)
+# isort: on
 import torch  # noqa: E402
 from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
@@ -43,6 +52,77 @@ def forward_seconds(model, tokens: torch.Tensor, batch_size: int, **kwargs) -> f
     return time.perf_counter() - start
 
 
+CONTENDER = """
+import sys, time, torch
+end = time.time() + float(sys.argv[1])
+net = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256))
+opt = torch.optim.Adam(net.parameters())
+x = torch.randn(64, 256)
+print("ready", flush=True)
+while time.time() < end:
+    loss = net(x).pow(2).mean(); opt.zero_grad(); loss.backward(); opt.step()
+"""
+
+
+class Contender:
+    """A second torch process training a small MLP with default threads, for at most `seconds`."""
+
+    def __init__(self, seconds: float):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+        self.proc = subprocess.Popen([sys.executable, "-c", CONTENDER, str(seconds)], env=env,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> Contender:
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "ready": torch imported, the loop starts now
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def contended(model_name: str, args: argparse.Namespace) -> dict:
+    """find and one forward pass of `model_name`, alone and beside a Contender, rounds interleaved."""
+    task = get_task(args.task)
+    loaded = load_model(model_name, task, args.seed)
+    config = FindConfig(n_train=args.n_train, n_score=args.n_score, seed=args.seed, steps=args.steps)
+    prompts = task.prompts(loaded.tokenizer, config.n_train + config.n_score, config.seed)
+    train_tokens, score_set = split_prompts(prompts, config.n_train)
+    tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])
+    find_circuit(task, loaded, config)  # warm-up
+    rounds = []
+    for _ in range(args.contended_repeats):
+        row: dict[str, float] = {}
+        for label in ("alone", "contended"):
+            if label == "contended":
+                with Contender(args.contender_seconds):
+                    row["find_contended"] = find_circuit(task, loaded, config).timings["total"]
+                    row["forward_contended"] = forward_seconds(loaded.model, tokens, config.batch_size)
+            else:
+                row["find_alone"] = find_circuit(task, loaded, config).timings["total"]
+                row["forward_alone"] = forward_seconds(loaded.model, tokens, config.batch_size)
+        rounds.append(row)
+    med = {k: median(r[k] for r in rounds) for k in rounds[0]}
+    return {
+        "model": loaded.name,
+        "seconds": med,
+        "ratios": {"find_contended_over_alone": med["find_contended"] / med["find_alone"],
+                   "forward_contended_over_alone": med["forward_contended"] / med["forward_alone"],
+                   "find_contended_over_alone_per_round": [r["find_contended"] / r["find_alone"]
+                                                           for r in rounds]},
+        "rounds": rounds,
+    }
+
+
+def thread_settings() -> dict:
+    from circuits.threads import passive_wait
+
+    return {"torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "passive_wait": passive_wait()}
+
+
 def run(args: argparse.Namespace) -> dict:
     task = get_task(args.task)
     loaded = load_model(args.model, task, args.seed)
@@ -54,16 +134,19 @@ def run(args: argparse.Namespace) -> dict:
     forward_seconds(model, tokens[:2], 2)  # warm-up
 
     rounds = []  # each round times every contender once, so drifts in machine load hit all of them
+    eap = None
     for _ in range(args.repeats):
         result = find_circuit(task, loaded, config)
-        eap = edge_attribution_patching(model, task, score_set, edges=True, batch_size=args.eap_batch_size)
+        if not args.skip_eap:
+            eap = edge_attribution_patching(model, task, score_set, edges=True,
+                                            batch_size=args.eap_batch_size)
         rounds.append({
             "find": result.timings,
             "forward": forward_seconds(model, tokens, config.batch_size),
             "forward_no_unembed": forward_seconds(model, tokens, config.batch_size,
                                                   stop_at_layer=model.cfg.n_layers),
-            "eap": eap.seconds,
-            "eap_nodes": None if args.skip_eap_nodes else edge_attribution_patching(
+            "eap": None if eap is None else eap.seconds,
+            "eap_nodes": None if args.skip_eap_nodes or args.skip_eap else edge_attribution_patching(
                 model, task, score_set, edges=False, batch_size=args.eap_batch_size).seconds,
         })
     find_seconds = {stage: median([r["find"][stage] for r in rounds]) for stage in rounds[0]["find"]}
@@ -71,8 +154,8 @@ def run(args: argparse.Namespace) -> dict:
     find_no_prompts = median([r["find"]["total"] - r["find"].get("prompts", 0.0) for r in rounds])
     plain = median([r["forward"] for r in rounds])
     no_unembed = median([r["forward_no_unembed"] for r in rounds])
-    eap_seconds = median([r["eap"] for r in rounds])
-    eap_nodes = None if args.skip_eap_nodes else median([r["eap_nodes"] for r in rounds])
+    eap_seconds = None if eap is None else median([r["eap"] for r in rounds])
+    eap_nodes = None if args.skip_eap_nodes or eap is None else median([r["eap_nodes"] for r in rounds])
     ratio_rounds = [r["find"]["total"] / r["forward"] for r in rounds]
     return {
         "model": loaded.name,
@@ -91,11 +174,11 @@ def run(args: argparse.Namespace) -> dict:
         "forward_seconds": plain,
         "forward_no_unembed_seconds": no_unembed,
         "eap_seconds": eap_seconds,
-        "eap_passes": {"forward": eap.n_forward, "backward": eap.n_backward},
+        "eap_passes": None if eap is None else {"forward": eap.n_forward, "backward": eap.n_backward},
         "eap_nodes_only_seconds": eap_nodes,
         "ratios": {
             "find_over_forward": find_total / plain,
-            "find_over_eap": find_total / eap_seconds,
+            "find_over_eap": None if eap_seconds is None else find_total / eap_seconds,
             "find_over_forward_per_round": ratio_rounds,
             "find_without_prompt_building_over_forward": find_no_prompts / plain,
             "find_over_forward_no_unembed": find_total / no_unembed,
@@ -111,7 +194,9 @@ def run(args: argparse.Namespace) -> dict:
         "rounds": rounds,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
+                    **thread_settings()},
+        "contended": [contended(args.model if name == "main" else name, args)
+                      for name in args.contended_models],
     }
 
 
@@ -126,6 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=FindConfig().steps, help="SAE Adam steps (paper: 500)")
     parser.add_argument("--repeats", type=int, default=3, help="timing rounds (medians are reported)")
     parser.add_argument("--skip-eap-nodes", action="store_true", help="skip the node-only EAP timing")
+    parser.add_argument("--skip-eap", action="store_true", help="skip EAP altogether")
+    parser.add_argument("--contended-models", nargs="*", default=["tiny-ioi", "main"],
+                        help="models timed alone and beside a torch contender ('main': --model)")
+    parser.add_argument("--contended-repeats", type=int, default=3)
+    parser.add_argument("--contender-seconds", type=float, default=600.0,
+                        help="upper bound on one contender's life (it is stopped after each timing)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1 or args.steps < 1:

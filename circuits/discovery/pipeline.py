@@ -19,6 +19,7 @@ from circuits.discovery.selection import select_heads
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
+from circuits.threads import model_work, thread_policy
 from tasks.base import GroundTruth, Head, PromptSet, Task
 
 
@@ -90,6 +91,12 @@ def split_prompts(prompts: PromptSet, n_train: int) -> tuple[torch.Tensor, Promp
 def find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
                  progress: Progress | None = None) -> CircuitResult:
     """Prompts -> head activations -> SAEs -> codes -> scores -> circuit graph -> evaluation."""
+    with thread_policy(model_work(loaded.model)):
+        return _find_circuit(task, loaded, config, progress)
+
+
+def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
+                  progress: Progress | None) -> CircuitResult:
     config.validate()
     timings: dict[str, float] = {}
     start = t0 = time.perf_counter()
