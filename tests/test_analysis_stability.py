@@ -112,7 +112,7 @@ def test_cli_find_seeds_json_and_summary(tmp_path):
 
     # Human summary (from the saved run, rendered without recomputing) shows the stability lines.
     from circuits.cli.common import console
-    from circuits.cli.main import _render
+    from circuits.cli.find import _render
 
     with console.capture() as cap:
         _render(payload)

@@ -12,7 +12,8 @@ from conftest import plant_heads, tiny_model
 from typer.testing import CliRunner
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig
-from circuits.cli.compare import compare, evaluate
+from circuits.cli.compare import compare
+from circuits.cli.evaluate import evaluate
 from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
 from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError

@@ -30,8 +30,10 @@ from torch import Tensor
 
 from circuits.analysis.matching import normalise_rows
 from circuits.errors import CircuitsError
+from circuits.progress import Progress
 from circuits.sae import SAE
 from circuits.sae.sources import check_hook, hook_activations
+from circuits.stats import mean_std
 
 WORD = re.compile(r"^ ?[A-Za-z]+$")
 
@@ -205,3 +207,59 @@ def zipf_rows(acts: Tensor, n_rows: int, seed: int = 0, exponent: float = 1.0) -
     weights[order] = torch.arange(1, acts.shape[0] + 1, dtype=torch.float64).pow(-exponent)
     idx = torch.multinomial(weights, n_rows, replacement=True, generator=gen)
     return acts[idx]
+
+
+def run_first_letter(loaded: Any, hook: str, settings: list[Any], run: Any, rows: int, min_per_letter: int,
+                     max_tokens: int | None, f1_jump: float, min_cosine: float, max_absorber_tokens: int,
+                     sae: SAE | None = None, sae_label: str | None = None,
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """The whole first-letter pipeline on a loaded model: token activations at `hook`, the letter probe,
+    then absorption of a given SAE, or of SAEs trained here for every setting x seed of `run`."""
+    from circuits.sae import make_sae, train_sae
+    from circuits.sae.metrics import reconstruction_metrics
+
+    report = progress or (lambda _label, _done, _total: None)
+    tokens = letter_tokens(loaded.tokenizer, min_per_letter, max_tokens)
+    acts = token_activations(loaded.model, tokens, hook, int(loaded.tokenizer.bos_token_id))  # [tokens, d]
+    probe = fit_probe(acts, tokens.letters, seed=run.data_seed)
+    runs: list[dict[str, Any]] = []
+    if sae is not None:
+        if sae.cfg.d_in != acts.shape[1]:
+            raise CircuitsError(f"{sae_label}: the SAE reads d_in={sae.cfg.d_in}, hook {hook} has "
+                                f"{acts.shape[1]}")
+        runs.append({"label": sae_label, **first_letter_absorption(
+            sae, acts, tokens, probe, f1_jump=f1_jump, min_cosine=min_cosine,
+            max_absorber_tokens=max_absorber_tokens)})
+    else:
+        x = zipf_rows(acts, rows, seed=run.data_seed)  # [rows, d]
+        for done, setting in enumerate(settings):
+            for seed in run.seeds:
+                trained = make_sae(setting.sae_config(int(acts.shape[1]), run.d_sae, 1), seed=seed)
+                train_sae(trained, x, steps=run.steps, lr=run.lr, batch_size=run.batch_size,
+                          seed=run.data_seed, normalize_inputs=True, lr_decay_steps=run.steps // 5,
+                          callback=lambda s, t, _m, lab=setting.label: report(lab, s, t))
+                trained.eval()
+                res = first_letter_absorption(trained, acts, tokens, probe, f1_jump=f1_jump,
+                                              min_cosine=min_cosine, max_absorber_tokens=max_absorber_tokens)
+                m = reconstruction_metrics(trained, acts)
+                runs.append({"label": setting.label, "seed": seed, "l0": m["l0"][0], "fvu": m["fvu"][0],
+                             **res})
+            report("settings", done + 1, len(settings))
+    return {"model": loaded.name, "hook": hook, "n_tokens": len(tokens), "letters": probe.classes,
+            "probe": {"train_accuracy": probe.train_accuracy, "test_accuracy": probe.test_accuracy},
+            "sae": sae_label if sae is not None else None, "training_rows": None if sae is not None else rows,
+            "summary": first_letter_summary(runs), "runs": runs}
+
+
+def first_letter_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and (population) std over seeds of each setting's absorption, false negatives, L0, FVU."""
+    out = []
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        row: dict[str, Any] = {"label": label, "n_runs": len(mine)}
+        for key in ("absorption_rate", "false_negative_rate", "l0", "fvu"):
+            vals = [r[key] for r in mine if key in r]
+            if vals:
+                row[key] = mean_std(vals)
+        out.append(row)
+    return out

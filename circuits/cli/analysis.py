@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from circuits.atomic import atomic_write_bytes, atomic_write_text
-from circuits.cli.common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import (
+    check_writable_dir,
+    console,
+    print_json,
+    progress_callback,
+    progress_display,
+    user_errors,
+)
 from circuits.errors import CircuitsError
 
 ACTIVATION_SUFFIXES = (".safetensors", ".npy")
@@ -22,16 +29,8 @@ ACTIVATION_SUFFIXES = (".safetensors", ".npy")
 # ---- shared helpers ----------------------------------------------------------------------------------
 def _bars(enabled: bool) -> tuple[Progress, Callable[[str, int, int], None]]:
     """A progress display and a callback (label, done, total) that keeps one bar per label."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn(), console=console, transient=True, disable=not enabled)
-    ids: dict[str, Any] = {}
-
-    def update(label: str, done: int, total: int) -> None:
-        if label not in ids:
-            ids[label] = bar.add_task(label, total=total)
-        bar.update(ids[label], completed=done, total=total)
-
-    return bar, update
+    bar = progress_display(enabled)
+    return bar, progress_callback(bar)
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -249,8 +248,27 @@ def absorption(
     out_dir = check_writable_dir(out) if out is not None else None
     bar, update = _bars(not as_json)
     if model:
-        result = _first_letter(model, hook, sae_dir, settings, run, rows, min_per_letter, max_tokens, f1_jump,
-                               min_cosine, max_absorber_tokens, bar, update)
+        from circuits.analysis.first_letter import run_first_letter
+        from circuits.analysis.letters_toy import TOY_NAME, build_letter_model
+
+        if model == TOY_NAME:
+            loaded = build_letter_model(seed=run.data_seed)
+            hook = "hook_embed" if hook == "blocks.0.hook_resid_pre" else hook
+        else:
+            from circuits.models import load_model
+
+            loaded = load_model(model)
+        sae = None
+        if sae_dir is not None:
+            from circuits.sae.io import load_sae
+
+            sae = load_sae(sae_dir)
+            if sae.cfg.groups != 1:
+                raise CircuitsError(f"{sae_dir}: holds {sae.cfg.groups} SAEs; give a single SAE")
+        with bar:
+            result = run_first_letter(loaded, hook, settings, run, rows, min_per_letter, max_tokens, f1_jump,
+                                      min_cosine, max_absorber_tokens, sae=sae, sae_label=str(sae_dir),
+                                      progress=update)
         from circuits.analysis.figures import first_letter_figure
 
         stem, figure = "first_letter", first_letter_figure(result)
@@ -274,80 +292,6 @@ def absorption(
         _render_absorption(result)
     if result["files"]:
         console.print(f"wrote {', '.join(result['files'].values())}")
-
-
-def _first_letter(model: str, hook: str, sae_dir: Path | None, settings: list[Any], run: Any, rows: int,
-                  min_per_letter: int, max_tokens: int | None, f1_jump: float, min_cosine: float,
-                  max_absorber_tokens: int, bar: Progress, update: Callable[[str, int, int], None]
-                  ) -> dict[str, Any]:
-    from circuits.analysis.first_letter import (
-        first_letter_absorption,
-        fit_probe,
-        letter_tokens,
-        token_activations,
-        zipf_rows,
-    )
-    from circuits.analysis.letters_toy import TOY_NAME, build_letter_model
-    from circuits.sae import make_sae, train_sae
-    from circuits.sae.metrics import reconstruction_metrics
-
-    if model == TOY_NAME:
-        loaded = build_letter_model(seed=run.data_seed)
-        if hook == "blocks.0.hook_resid_pre":
-            hook = "hook_embed"
-    else:
-        from circuits.models import load_model
-
-        loaded = load_model(model)
-    tokens = letter_tokens(loaded.tokenizer, min_per_letter, max_tokens)
-    acts = token_activations(loaded.model, tokens, hook, int(loaded.tokenizer.bos_token_id))
-    probe = fit_probe(acts, tokens.letters, seed=run.data_seed)
-    runs = []
-    with bar:
-        if sae_dir is not None:
-            from circuits.sae.io import load_sae
-
-            sae = load_sae(sae_dir, d_in=int(acts.shape[1]))
-            if sae.cfg.groups != 1:
-                raise CircuitsError(f"{sae_dir}: holds {sae.cfg.groups} SAEs; give a single SAE")
-            runs.append({"label": str(sae_dir), **first_letter_absorption(
-                sae, acts, tokens, probe, f1_jump=f1_jump, min_cosine=min_cosine,
-                max_absorber_tokens=max_absorber_tokens)})
-        else:
-            x = zipf_rows(acts, rows, seed=run.data_seed)
-            for done, setting in enumerate(settings):
-                for seed in run.seeds:
-                    sae = make_sae(setting.sae_config(int(acts.shape[1]), run.d_sae, 1), seed=seed)
-                    train_sae(sae, x, steps=run.steps, lr=run.lr, batch_size=run.batch_size,
-                              seed=run.data_seed, normalize_inputs=True, lr_decay_steps=run.steps // 5,
-                              callback=lambda s, t, _m, lab=setting.label: update(lab, s, t))
-                    sae.eval()
-                    res = first_letter_absorption(sae, acts, tokens, probe, f1_jump=f1_jump,
-                                                  min_cosine=min_cosine,
-                                                  max_absorber_tokens=max_absorber_tokens)
-                    m = reconstruction_metrics(sae, acts)
-                    runs.append({"label": setting.label, "seed": seed, "l0": m["l0"][0], "fvu": m["fvu"][0],
-                                 **res})
-                update("settings", done + 1, len(settings))
-    return {"model": loaded.name, "hook": hook, "n_tokens": len(tokens), "letters": probe.classes,
-            "probe": {"train_accuracy": probe.train_accuracy, "test_accuracy": probe.test_accuracy},
-            "sae": str(sae_dir) if sae_dir else None, "training_rows": None if sae_dir else rows,
-            "summary": _first_letter_summary(runs), "runs": runs}
-
-
-def _first_letter_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    import numpy as np
-
-    out = []
-    for label in dict.fromkeys(r["label"] for r in runs):
-        mine = [r for r in runs if r["label"] == label]
-        row = {"label": label, "n_runs": len(mine)}
-        for key in ("absorption_rate", "false_negative_rate", "l0", "fvu"):
-            vals = [r[key] for r in mine if key in r]
-            if vals:
-                row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
-        out.append(row)
-    return out
 
 
 def _render_absorption(result: dict[str, Any]) -> None:
@@ -385,37 +329,3 @@ def _render_first_letter(result: dict[str, Any]) -> None:
         table.add_row(row["label"], str(row["n_runs"]), fmt("l0"), fmt("false_negative_rate"),
                       fmt("absorption_rate"))
     console.print(table)
-
-
-# ---- circuits find --seeds N ---------------------------------------------------------------------
-def render_stability(block: dict[str, Any]) -> None:
-    """The stability lines of `circuits find`'s summary."""
-    jac, size = block["jaccard"], block["circuit_size"]
-    console.print(f"stability over {block['n_seeds']} seeds ({block['varied']}): Jaccard {jac['mean']:.3f} ± "
-                  f"{jac['std']:.3f} (min {jac['min']:.3f}), circuit size {size['mean']:.1f} ± "
-                  f"{size['std']:.1f}, "
-                  f"{len(block['core_heads'])} heads in every circuit, {len(block['union_heads'])} in any"
-                  + (f", score Spearman {block['score_spearman_mean']:.3f}"
-                     if block.get("score_spearman_mean") is not None else ""))
-    mean, std = block.get("evaluation_mean"), block.get("evaluation_std")
-    if mean:
-        parts = [f"{k} {mean[k]:.3f} ± {std[k]:.3f}" for k in mean if mean[k] is not None]
-        console.print("evaluation over seeds: " + "  ".join(parts))
-    freq = block["inclusion_frequency"]
-    unstable = sorted(((f, l, h) for l, row in enumerate(freq) for h, f in enumerate(row) if 0 < f < 1),
-                      reverse=True)
-    if unstable:
-        shown = ", ".join(f"L{l}H{h} {f:.2f}" for f, l, h in unstable[:8])
-        console.print(f"heads in some but not all circuits: {shown}" + (" ..." if len(unstable) > 8 else ""))
-
-
-def write_stability_figures(payload: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    """The report's stability figures as PNG files in `out_dir` (atomically)."""
-    from circuits.report import stability_figures
-
-    files = {}
-    for fig in stability_figures(payload):
-        path = out_dir / f"{fig.key}.png"
-        atomic_write_bytes(path, fig.png)
-        files[fig.key] = str(path)
-    return files

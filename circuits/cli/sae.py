@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from circuits.atomic import atomic_write_text
-from circuits.cli.common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, progress_display, user_errors
 from circuits.errors import CircuitsError
 
 sae_app = typer.Typer(
@@ -30,20 +29,6 @@ TRAINING_FILE = "training.json"
 
 def _is_activation_file(path: Path) -> bool:
     return path.suffix.lower() in ACTIVATION_SUFFIXES
-
-
-def _progress(enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not enabled,
-    )
 
 
 def _load_model(spec: str) -> Any:
@@ -171,7 +156,7 @@ def train(
         )
         sae = make_sae(cfg, seed=seed).to(device)
         show = rank == 0 and not as_json
-        with _progress(show) as bar:
+        with progress_display(show) as bar:
             task = bar.add_task(f"training {arch} SAE", total=steps, info="")
 
             def report(step: int, total: int, metrics: dict[str, float]) -> None:
@@ -321,7 +306,7 @@ def evaluate(
         size = min(size, int(loaded.model.cfg.n_ctx))
         tokens = token_batches(data, loaded.tokenizer, size, contexts, text_field)
         head = cfg.hook_head_index
-        with _progress(not as_json) as bar:
+        with progress_display(not as_json) as bar:
             bar.add_task("evaluating", total=None, info="")
             acts = hook_activations(loaded.model, tokens, hook_name, head)  # [n, seq, d]
             sae = load_sae(sae_dir, d_in=int(acts.shape[-1]))
@@ -378,6 +363,17 @@ def evaluate(
             table.add_row(key, text)
     console.print(table)
 
+
+def _attach_analyses() -> None:
+    """`sae seeds` and `sae absorption` belong to this app wherever it is entered from (torchrun runs
+    `python -m circuits.cli.sae`)."""
+    from circuits.cli.analysis import absorption, seeds
+
+    sae_app.command()(seeds)
+    sae_app.command()(absorption)
+
+
+_attach_analyses()
 
 if __name__ == "__main__":  # `torchrun --nproc_per_node N -m circuits.cli.sae train ...`
     sae_app()

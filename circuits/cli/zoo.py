@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from circuits.cli.common import check_writable_dir, console, print_json, user_errors
+from circuits.cli.common import check_writable_dir, console, print_json, progress_display, user_errors
 from circuits.errors import CircuitsError
 from circuits.models import CONFIG_FILE, ZOO_DIR, zoo_names
 
@@ -56,14 +55,13 @@ def train_cmd(
         raise CircuitsError(f"{target} already holds a model; pass --force to replace it")
     check_writable_dir(target.parent)
     config = default_config(task_obj.name, seed, **({"steps": steps} if steps is not None else {}))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
+    with progress_display() as bar:
         ids: dict[str, Any] = {}
 
         def tell(stage: str, done: int, total: int, note: str) -> None:
             if stage not in ids:
-                ids[stage] = bar.add_task(stage, total=max(total, 1), note="")
-            bar.update(ids[stage], completed=done, total=max(total, 1), note=note)
+                ids[stage] = bar.add_task(stage, total=max(total, 1), info="")
+            bar.update(ids[stage], completed=done, total=max(total, 1), info=note)
 
         manifest = build_zoo_model(task_obj, config, out_dir=target, progress=tell, edges=edges,
                                    overwrite=force)

@@ -436,3 +436,13 @@ def write_report(payload: dict[str, Any], path: Path) -> dict[str, str]:
         written[fig.key] = str(png_path)
     atomic_write_bytes(path, render_html(payload, figures).encode("utf-8"))
     return {"report": str(path), **written}
+
+
+def write_stability_figures(payload: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """The report's stability figures as PNG files in `out_dir` (atomically)."""
+    files = {}
+    for fig in stability_figures(payload):
+        path = out_dir / f"{fig.key}.png"
+        atomic_write_bytes(path, fig.png)
+        files[fig.key] = str(path)
+    return files

@@ -1,0 +1,184 @@
+"""`circuits find`: parse the options (defaults and help from FindConfig), run the pipeline, render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from circuits.atomic import atomic_write_text
+from circuits.cli.common import (
+    check_writable_dir,
+    config_option,
+    console,
+    print_json,
+    progress_display,
+    user_errors,
+)
+from circuits.discovery.config import FindConfig
+from circuits.errors import CircuitsError
+
+STAGES = {"prompts": "building prompts", "activations": "head activations", "sae": "training SAEs",
+          "scoring": "scoring heads and edges"}
+
+
+@user_errors
+def find(
+    task: str = typer.Option(..., "--task", "-t",
+                             help="ioi | greaterthan | docstring | path/to/task.jsonl (see tasks/custom.py)"),
+    model: str = typer.Option("", "--model", "-m",
+                              help="tiny-<task> (bundled), random:gpt2-small, a checkpoint or Hugging "
+                                   "Face model dir, or a "
+                                   "TransformerLens name; default: the task's bundled model"),
+    n_train: int = config_option(FindConfig, "n_train"),
+    n_score: int = config_option(FindConfig, "n_score"),
+    seed: int = config_option(FindConfig, "seed"),
+    hook: str = config_option(FindConfig, "hook"),
+    position: str = config_option(FindConfig, "position"),
+    sae: str = config_option(FindConfig, "sae"),
+    arch: str = config_option(FindConfig, "arch"),
+    k: int = config_option(FindConfig, "k"),
+    d_sae: int | None = config_option(FindConfig, "d_sae"),
+    l1: float = config_option(FindConfig, "l1"),
+    steps: int = config_option(FindConfig, "steps"),
+    score: str = config_option(FindConfig, "score"),
+    selection: str = config_option(FindConfig, "selection"),
+    edges: bool = config_option(FindConfig, "edges"),
+    faithfulness: bool = config_option(FindConfig, "faithfulness"),
+    out: Path | None = typer.Option(None, help="directory for result.json and graph exports"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    report_path: Path | None = typer.Option(None, "--report",
+                                            help="write an HTML report here (figures also as PNG beside it)"),
+    n_seeds: int = typer.Option(1, "--seeds", help="run N SAE seeds (from --seed) and report circuit "
+                                                   "stability across them"),
+) -> None:
+    """Find the circuit of TASK in MODEL and compare it with the ground truth."""
+    from circuits.discovery.graph import export_graph
+    from circuits.discovery.pipeline import find_circuit, ground_truth_for
+    from circuits.models import load_model
+    from tasks import get_task
+
+    config = FindConfig(n_train=n_train, n_score=n_score, seed=seed, hook=hook, position=position,
+                        sae=sae, arch=arch, k=k, d_sae=d_sae, l1=l1, steps=steps, score=score,
+                        selection=selection, edges=edges, faithfulness=faithfulness)
+    config.validate()
+    if n_seeds < 1:
+        raise CircuitsError(f"--seeds must be positive, got {n_seeds}")
+    task_obj = get_task(task)
+    out_dir = check_writable_dir(out) if out is not None else None
+    if report_path is not None:
+        from circuits.report import check_report_path
+
+        check_report_path(report_path)
+    if not model and task.endswith((".jsonl", ".json")):
+        raise CircuitsError("a task file needs --model (a model directory, random:gpt2-small, ...)")
+    loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
+    truth, _ = ground_truth_for(task_obj, loaded)
+    if truth is not None:  # a ground truth naming heads the model lacks fails now, not after the run
+        truth.validate(loaded.n_layers, loaded.n_heads)
+    with progress_display() as bar:
+        ids = {stage: bar.add_task(label, total=None) for stage, label in STAGES.items()}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage in ids:
+                bar.update(ids[stage], completed=done, total=total)
+
+        if n_seeds > 1:  # circuit stability across SAE seeds (circuits.analysis.stability)
+            from circuits.analysis.stability import find_with_seeds
+
+            ids["seeds"] = bar.add_task("SAE seeds", total=n_seeds)
+            result, stability = find_with_seeds(task_obj, loaded, config, n_seeds, progress=report)
+            result.extra["stability"] = stability
+        else:
+            result = find_circuit(task_obj, loaded, config, progress=report)
+    if hasattr(task_obj, "summary"):  # task files: pairs used and dropped
+        result.extra["task_file"] = task_obj.summary()
+    payload = result.to_json()
+    if out_dir is not None:
+        payload["files"] = export_graph(result.graph, out_dir)
+        if payload.get("stability"):
+            from circuits.report import write_stability_figures
+
+            payload["files"].update(write_stability_figures(payload, out_dir))
+    if report_path is not None:
+        from circuits.report import write_report
+
+        payload.setdefault("files", {}).update(write_report(payload, report_path))
+    if out_dir is not None:
+        atomic_write_text(out_dir / "result.json", json.dumps(payload, indent=2))
+        payload["files"]["result"] = str(out_dir / "result.json")
+    if as_json:
+        print_json(payload)
+    else:
+        _render(payload)
+
+
+def _render(payload: dict[str, Any]) -> None:
+    """Human summary on stderr: the circuit, its evaluation and the timings."""
+    heads = sorted((h for h in payload["heads"] if h["in_circuit"]), key=lambda h: -h["score"])
+    ev = payload["evaluation"]
+    truth = {tuple(h) for h in ev.get("truth_heads", [])} if ev else None
+    title = (f"circuit for {payload['task']} on {payload['model']}: {len(heads)} of "
+             f"{len(payload['heads'])} heads")
+    console.print(title, highlight=False)
+    table = Table()
+    table.add_column("head", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    if truth is not None:
+        table.add_column("in truth", justify="center", no_wrap=True)
+    for h in heads:
+        row = [f"L{h['layer']}H{h['head']}", f"{h['score']:.3g}"]
+        if truth is not None:
+            row.append("yes" if (h["layer"], h["head"]) in truth else "[dim]no[/]")
+        table.add_row(*row)
+    console.print(table)
+    if truth is not None:
+        missed = sorted(truth - {(h["layer"], h["head"]) for h in heads})
+        if missed:
+            console.print("truth heads not selected: " + " ".join(f"L{l}H{h}" for l, h in missed))
+    if ev is None:
+        console.print(f"evaluation: {payload['evaluation_note']}")
+    else:
+        edge = ev.get("edge_roc_auc")
+        console.print(f"node ROC AUC {ev['roc_auc']:.3f}  precision {ev['precision']:.3f}  "
+                      f"recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}"
+                      + (f"  edge ROC AUC {edge:.3f}" if edge is not None else "")
+                      + f"  (truth: {ev['n_truth']} heads, {ev['truth_source']})")
+    if payload.get("faithfulness"):
+        kept = payload["faithfulness"]["normalized"]
+        console.print(f"faithfulness (mean ablation, normalised): {kept:.3f}")
+    if payload.get("stability"):
+        _render_stability(payload["stability"])
+    if payload.get("task_file"):
+        info = payload["task_file"]
+        drops = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in info["dropped"].items())
+        console.print(f"task file: {info['usable_pairs']} of {info['pairs_in_file']} pairs usable"
+                      + (f" (dropped: {drops})" if drops else ""))
+    timings = "  ".join(f"{k} {v:.2f}s" for k, v in payload["timings"].items())
+    console.print(f"timings: {timings}")
+    if payload.get("files"):
+        console.print(f"wrote {', '.join(payload['files'].values())}")
+
+
+def _render_stability(block: dict[str, Any]) -> None:
+    """The stability lines of `circuits find`'s summary."""
+    jac, size = block["jaccard"], block["circuit_size"]
+    console.print(f"stability over {block['n_seeds']} seeds ({block['varied']}): Jaccard {jac['mean']:.3f} ± "
+                  f"{jac['std']:.3f} (min {jac['min']:.3f}), circuit size {size['mean']:.1f} ± "
+                  f"{size['std']:.1f}, "
+                  f"{len(block['core_heads'])} heads in every circuit, {len(block['union_heads'])} in any"
+                  + (f", score Spearman {block['score_spearman_mean']:.3f}"
+                     if block.get("score_spearman_mean") is not None else ""))
+    mean, std = block.get("evaluation_mean"), block.get("evaluation_std")
+    if mean:
+        parts = [f"{k} {mean[k]:.3f} ± {std[k]:.3f}" for k in mean if mean[k] is not None]
+        console.print("evaluation over seeds: " + "  ".join(parts))
+    freq = block["inclusion_frequency"]
+    unstable = sorted(((f, l, h) for l, row in enumerate(freq) for h, f in enumerate(row) if 0 < f < 1),
+                      reverse=True)
+    if unstable:
+        shown = ", ".join(f"L{l}H{h} {f:.2f}" for f, l, h in unstable[:8])
+        console.print(f"heads in some but not all circuits: {shown}" + (" ..." if len(unstable) > 8 else ""))
