@@ -81,20 +81,18 @@ def reconstruction_metrics(
     return {k: [float(v) for v in t.cpu()] for k, t in out.items()}
 
 
-def _replace_fn(sae: SAE | None, head_index: int | None, keep: Tensor):
-    """A hook that replaces the activation by the SAE reconstruction (or zeros when sae is None),
-    except where keep [b, seq] is True."""
+def _replace_fn(sae: SAE | None, head_index: int | None, keep: Tensor, group: int = 0):
+    """A hook that replaces the activation by group `group`'s SAE reconstruction (or zeros when sae is
+    None), except where keep [b, seq] is True."""
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         target = act[:, :, head_index] if head_index is not None else act
-        b, s = target.shape[:2]
-        flat = target.reshape(b * s, -1)
+        flat = target.reshape(*target.shape[:2], -1)  # [b, s, d]
         if sae is None:
-            new = torch.zeros_like(flat)
+            new = torch.where(keep[..., None], flat, torch.zeros_like(flat))
         else:
-            new = sae.decode(sae.encode(flat.to(sae.W_enc.dtype))).to(flat.dtype)
-        k = keep.reshape(b * s, 1)
-        new = torch.where(k, flat, new).reshape(target.shape)
+            new = _spliced(sae, group, flat, keep)
+        new = new.reshape(target.shape)
         if head_index is not None:
             act = act.clone()
             act[:, :, head_index] = new
@@ -104,7 +102,91 @@ def _replace_fn(sae: SAE | None, head_index: int | None, keep: Tensor):
     return hook
 
 
+def _resid_start_layer(model: Any, hook_name: str) -> int | None:
+    """The block a forward pass can start at from the activation of a residual-stream hook
+    ('blocks.L.hook_resid_post' -> L + 1, 'blocks.L.hook_resid_pre' -> L), else None."""
+    parts = hook_name.split(".")
+    if len(parts) != 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        return None
+    if parts[2] == "hook_resid_post":
+        return int(parts[1]) + 1
+    if parts[2] == "hook_resid_pre":
+        return int(parts[1])
+    return None
+
+
+def _spliced(sae: SAE, group: int, act: Tensor, keep: Tensor) -> Tensor:
+    """act [b, s, d] with group `group`'s reconstruction everywhere keep [b, s] is False."""
+    b, s, d = act.shape
+    flat = act.reshape(1, b * s, d).expand(sae.cfg.groups, -1, -1).to(sae.W_enc.dtype)
+    recon = sae.decode(sae.encode(flat))[group].to(act.dtype).reshape(b, s, d)
+    return torch.where(keep[..., None], act, recon)
+
+
 @torch.no_grad()
+def spliced_ce_losses(
+    model: Any,
+    sae: SAE,
+    hook_name: str,
+    tokens: Tensor,
+    batch_size: int = 16,
+    bos_token_id: int | None = None,
+    head_index: int | None = None,
+) -> dict[str, Any]:
+    """Next-token CE over tokens [n, seq]: clean, zero-ablated at `hook_name`, and with each group of
+    `sae` spliced in there (per-group lists `ce_sae`, `ce_loss_recovered`).
+
+    Why two paths: at a residual-stream hook (no head index) the blocks before it run once per batch
+    and only the rest of the model runs per replacement (TransformerLens's start_at_layer), which is
+    what makes sweeps of many SAEs affordable on a CPU; any other hook is spliced by a forward hook on
+    full passes. Both give the same numbers (tests/sae/test_metrics.py)."""
+    check_hook(model, hook_name)
+    was_training = sae.training
+    sae.eval()
+    groups = sae.cfg.groups
+    start = _resid_start_layer(model, hook_name) if head_index is None else None
+    clean, zero, spliced = 0.0, 0.0, torch.zeros(groups, dtype=torch.float64)
+    rows = 0
+    for first in range(0, tokens.shape[0], batch_size):
+        tok = tokens[first : first + batch_size]
+        keep = tok == bos_token_id if bos_token_id is not None else torch.zeros_like(tok, dtype=torch.bool)
+        n = tok.shape[0]
+        if start is not None:
+            store: dict[str, Tensor] = {}
+
+            def save(act: Tensor, hook: Any, store: dict[str, Tensor] = store) -> None:
+                store["act"] = act.detach()
+
+            clean += float(model.run_with_hooks(tok, return_type="loss", fwd_hooks=[(hook_name, save)])) * n
+            act = store["act"]  # [b, s, d_model]
+
+            def rest(resid: Tensor, tok: Tensor = tok) -> float:
+                return float(model(resid, start_at_layer=start, tokens=tok, return_type="loss"))
+
+            zero += rest(torch.where(keep[..., None], act, torch.zeros_like(act))) * n
+            for g in range(groups):  # a loop over SAE groups (seeds), each one suffix pass
+                spliced[g] += rest(_spliced(sae, g, act, keep)) * n
+        else:
+            clean += float(model(tok, return_type="loss")) * n
+            zero += float(model.run_with_hooks(
+                tok, return_type="loss", fwd_hooks=[(hook_name, _replace_fn(None, head_index, keep))])) * n
+            for g in range(groups):
+                spliced[g] += float(model.run_with_hooks(
+                    tok, return_type="loss",
+                    fwd_hooks=[(hook_name, _replace_fn(sae, head_index, keep, group=g))])) * n
+        rows += n
+    sae.train(was_training)
+    ce_clean, ce_zero = clean / rows, zero / rows
+    ce_sae = (spliced / rows).tolist()
+    denom = ce_zero - ce_clean
+    return {
+        "ce_clean": ce_clean,
+        "ce_zero": ce_zero,
+        "ce_sae": ce_sae,
+        "ce_loss_recovered": [(ce_zero - c) / denom if abs(denom) > 1e-12 else float("nan") for c in ce_sae],
+    }
+
+
 def ce_loss_recovered(
     model: Any,
     sae: SAE,
@@ -115,29 +197,10 @@ def ce_loss_recovered(
     head_index: int | None = None,
 ) -> dict[str, float]:
     """Next-token CE of the model clean, with the SAE spliced in at `hook_name`, and with the activation
-    zero-ablated, over tokens [n, seq]; and the fraction of loss recovered."""
-    check_hook(model, hook_name)
+    zero-ablated, over tokens [n, seq]; and the fraction of loss recovered (a single SAE)."""
     if sae.cfg.groups != 1:
-        raise CircuitsError("CE loss recovered needs a single SAE (groups == 1)")
-    was_training = sae.training
-    sae.eval()
-    totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0}
-    rows = 0
-    for start in range(0, tokens.shape[0], batch_size):
-        tok = tokens[start : start + batch_size]
-        keep = tok == bos_token_id if bos_token_id is not None else torch.zeros_like(tok, dtype=torch.bool)
-        n = tok.shape[0]
-        totals["ce_clean"] += float(model(tok, return_type="loss")) * n
-        for name, replacement in (("ce_sae", sae), ("ce_zero", None)):
-            loss = model.run_with_hooks(
-                tok, return_type="loss", fwd_hooks=[(hook_name, _replace_fn(replacement, head_index, keep))]
-            )
-            totals[name] += float(loss) * n
-        rows += n
-    sae.train(was_training)
-    out = {k: v / rows for k, v in totals.items()}
-    denom = out["ce_zero"] - out["ce_clean"]
-    out["ce_loss_recovered"] = (
-        (out["ce_zero"] - out["ce_sae"]) / denom if abs(denom) > 1e-12 else float("nan")
-    )
-    return out
+        raise CircuitsError("CE loss recovered needs a single SAE (groups == 1); "
+                            "spliced_ce_losses handles groups")
+    out = spliced_ce_losses(model, sae, hook_name, tokens, batch_size, bos_token_id, head_index)
+    return {"ce_clean": out["ce_clean"], "ce_sae": out["ce_sae"][0], "ce_zero": out["ce_zero"],
+            "ce_loss_recovered": out["ce_loss_recovered"][0]}
