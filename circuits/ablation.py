@@ -35,13 +35,21 @@ def z_hook(layer: int) -> str:
 
 
 def final_logits(model: HookedTransformer, tokens: torch.Tensor,
-                 hooks: list[tuple[str, Any]] | None = None) -> torch.Tensor:
+                 hooks: list[tuple[str, Any]] | None = None, start_at_layer: int = 0) -> torch.Tensor:
     """tokens: [rows, seq] -> logits at the last position only: [rows, vocab].
 
     Same values as `model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]`, without unembedding the other
-    positions.
+    positions. With start_at_layer = s > 0, `tokens` is the residual stream entering block s:
+    [rows, seq, d_model] (s = n_layers: the final residual stream).
     """
-    resid = model.run_with_hooks(tokens, fwd_hooks=hooks or [], stop_at_layer=model.cfg.n_layers)
+    n_layers = model.cfg.n_layers
+    if start_at_layer >= n_layers:
+        resid = tokens
+    elif start_at_layer > 0:
+        resid = model.run_with_hooks(tokens, fwd_hooks=hooks or [], start_at_layer=start_at_layer,
+                                     stop_at_layer=n_layers)
+    else:
+        resid = model.run_with_hooks(tokens, fwd_hooks=hooks or [], stop_at_layer=n_layers)
     last = resid[:, -1:]  # [rows, 1, d_model]
     if model.cfg.normalization_type is not None:
         last = model.ln_final(last)
@@ -87,26 +95,53 @@ def reference_z(model: HookedTransformer, prompts: PromptSet, method: AblationMe
     raise CircuitsError(f"unknown ablation method '{method}' ({', '.join(ABLATION_METHODS)})")
 
 
+@dataclass
+class PassCount:
+    """Work done by `metric_under_masks`, in passes over the prompts: a mask run from layer s of L counts
+    (L - s) / L (the layers below were reused), a base run counts 1."""
+
+    forward: float = 0.0
+    masks: int = 0
+
+
+# masks of one call above which the intact and the all-ablated runs are cached and reused
+REUSE_PREFIX_MIN_MASKS = 4
+
+
 @torch.no_grad()
 def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet, keep: torch.Tensor,
-                       reference: torch.Tensor, max_rows: int = 512) -> torch.Tensor:
+                       reference: torch.Tensor, max_rows: int = 512, reuse_prefix: bool | None = None,
+                       count: PassCount | None = None, base_runs: dict[int, torch.Tensor] | None = None
+                       ) -> torch.Tensor:
     """Task metric on the positive prompts with every head where keep is False ablated.
 
     keep: [k, layer, head] bool (k masks); reference from `reference_z`.
     Returns [k, n]: the metric per mask and prompt.
+
+    With `reuse_prefix` (default: when k >= REUSE_PREFIX_MIN_MASKS and the model has no shortformer position
+    embedding), the intact and the all-ablated model run once with their residual streams cached, and each
+    mask starts at the first layer where it differs from the closer of the two: exact (the layers below
+    compute the same values) and, for single-head ablations or small circuits, about half the work.
+    base_runs: a dict kept by a caller that scores many batches on the same prompts and reference (it holds
+    those cached runs, 0 intact and 1 all ablated: [n, layer + 1, seq, d_model]; filled on first use); with
+    it, prefixes are reused by default whatever k.
     """
     keep = keep.bool()
     k, n_layers, n_heads = keep.shape
     n = len(prompts)
+    if k == 0:
+        return torch.empty(0, n)
     per_prompt_ref = reference.dim() == 5
     masks_per_pass = max(1, max_rows // n)
-    results = []
-    for m0 in range(0, k, masks_per_pass):
-        sub = keep[m0:m0 + masks_per_pass]  # [m, layer, head]
+    if reuse_prefix is None:
+        reuse_prefix = k >= REUSE_PREFIX_MIN_MASKS or base_runs is not None
+    reuse_prefix = reuse_prefix and model.cfg.positional_embedding_type != "shortformer"
+
+    def hooks_for(sub: torch.Tensor, first: int) -> list[tuple[str, Any]]:
+        """Patch hooks for masks `sub` [m, layer, head] on layers >= first (none where all are kept)."""
         m = sub.shape[0]
-        tokens = prompts.positive.repeat(m, 1)  # [m*n, seq]
         hooks = []
-        for layer in range(n_layers):
+        for layer in range(first, n_layers):
             if bool(sub[:, layer].all()):
                 continue
             # keep_rows: [m*n, 1, head, 1] broadcast over seq and d_head
@@ -117,10 +152,62 @@ def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet,
                 return torch.where(keep_rows, z, ref.to(z.dtype))
 
             hooks.append((z_hook(layer), patch))
-        logits = final_logits(model, tokens, hooks)  # [m*n, vocab]
-        repeated = _repeat_prompts(prompts, m)
-        results.append(task.metric(logits, repeated).reshape(m, n))
-    return torch.cat(results)
+        return hooks
+
+    # per mask: which cached run it continues (0 intact, 1 all ablated) and from which layer
+    base = torch.zeros(k, dtype=torch.long)
+    start = torch.zeros(k, dtype=torch.long)
+    bases = {} if base_runs is None else base_runs  # base -> residual stream [n, layer + 1, seq, d_model]
+    if reuse_prefix:
+        ablated_at, kept_at = (~keep).any(-1), keep.any(-1)  # [k, layer]
+        first_ablated = torch.where(ablated_at.any(-1), ablated_at.int().argmax(-1), n_layers)  # [k]
+        first_kept = torch.where(kept_at.any(-1), kept_at.int().argmax(-1), n_layers)
+        base = (first_kept > first_ablated).long()
+        start = torch.maximum(first_ablated, first_kept)
+        for b in set(base[start > 0].tolist()) - set(bases):
+            bases[b] = _residual_stream(model, prompts.positive, hooks_for(
+                torch.full((1, n_layers, n_heads), b == 0, dtype=torch.bool), 0))
+            if count is not None:
+                count.forward += 1.0
+    out: torch.Tensor | None = None  # [k, n], in the metric's dtype
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in range(k):
+        groups.setdefault((int(base[i]), int(start[i])), []).append(i)
+    for (b, first), members in sorted(groups.items()):
+        for m0 in range(0, len(members), masks_per_pass):
+            idx = members[m0:m0 + masks_per_pass]
+            sub = keep[idx]  # [m, layer, head]
+            m = sub.shape[0]
+            if first == 0:
+                inputs = prompts.positive.repeat(m, 1)  # [m*n, seq]
+            else:
+                inputs = bases[b][:, first].repeat(m, 1, 1)  # [m*n, seq, d_model]
+            logits = final_logits(model, inputs, hooks_for(sub, first), start_at_layer=first)  # [m*n, vocab]
+            metric = task.metric(logits, _repeat_prompts(prompts, m)).reshape(m, n)
+            if out is None:
+                out = metric.new_empty(k, n)
+            out[idx] = metric
+            if count is not None:
+                count.forward += m * (n_layers - first) / n_layers
+    if count is not None:
+        count.masks += k
+    assert out is not None
+    return out
+
+
+@torch.no_grad()
+def _residual_stream(model: HookedTransformer, tokens: torch.Tensor, hooks: list[tuple[str, Any]]
+                     ) -> torch.Tensor:
+    """tokens: [n, seq] -> every block's input and the last block's output: [n, layer + 1, seq, d_model]."""
+    n_layers = model.cfg.n_layers
+    store: dict[int, torch.Tensor] = {}
+
+    def save(x: torch.Tensor, hook: Any) -> None:
+        store[hook.layer()] = x
+
+    final = model.run_with_hooks(tokens, stop_at_layer=n_layers, fwd_hooks=hooks + [
+        (f"blocks.{layer}.hook_resid_pre", save) for layer in range(n_layers)])  # [n, seq, d_model]
+    return torch.stack([store[layer] for layer in range(n_layers)] + [final], dim=1)
 
 
 def _repeat_prompts(prompts: PromptSet, m: int) -> PromptSet:

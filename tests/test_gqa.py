@@ -13,11 +13,11 @@ from conftest import ToyTask
 from test_baselines import brute_force_edge_logits, brute_force_z_patch, clean_metric
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig
-from circuits.ablation import metric_under_masks, reference_z, z_hook
+from circuits.ablation import PassCount, metric_under_masks, reference_z, z_hook
 from circuits.methods import BASELINES, run_baseline
 from circuits.methods.acdc import EdgePatcher
 from circuits.methods.eap import eap_attributions
-from circuits.methods.patching import activation_patching
+from circuits.methods.patching import activation_patching, single_head_masks
 from circuits.zoo.ground_truth import find_ground_truth
 from tasks.base import PromptSet
 
@@ -165,3 +165,23 @@ def test_ground_truth_search_on_gqa_equals_its_twin(setup):
     for a, b in zip(got.single_head_effects, want.single_head_effects, strict=True):
         assert a["drop"] == pytest.approx(b["drop"], rel=1e-6, abs=1e-9)
     assert got.faithfulness.normalized >= 0.8
+
+
+@pytest.mark.parametrize("ablation", ["mean", "counterfactual"])
+def test_reusing_the_intact_and_ablated_prefixes_is_exact(setup, ablation):
+    """Masks start at the first layer where they differ from the intact or the all-ablated run."""
+    task, prompts, model, _ = setup
+    reference = reference_z(model, prompts, ablation)
+    circuits = torch.zeros(3, L, H, dtype=torch.bool)
+    circuits[0, 1, 2] = circuits[1, 0, 3] = True
+    circuits[2, 1] = True
+    keep = torch.cat([single_head_masks(L, H), circuits])  # intact, empty, singles, small circuits
+    fast, slow = PassCount(), PassCount()
+    got = metric_under_masks(model, task, prompts, keep, reference, max_rows=30, reuse_prefix=True,
+                             count=fast)
+    want = metric_under_masks(model, task, prompts, keep, reference, max_rows=30, reuse_prefix=False,
+                              count=slow)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    assert slow.forward == keep.shape[0] and fast.masks == slow.masks == keep.shape[0]
+    # 2 base runs; intact/empty free; 4 layer-0 singles and 1 circuit full; 4 singles and 2 circuits half
+    assert fast.forward == pytest.approx(2 + 4 + 1 + (4 + 2) / 2)

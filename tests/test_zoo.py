@@ -260,6 +260,26 @@ def test_ground_truth_recovers_planted_circuit_and_edge() -> None:
     assert result.truth.source == "ablation"
 
 
+@pytest.mark.parametrize("ablation", ["mean", "resample"])
+def test_scaled_ground_truth_search_finds_the_planted_circuit(ablation: str) -> None:
+    """The path for large models (no backward elimination, prefix search by doubling) on the planted model,
+    under mean and resample ablation; time and passes are reported."""
+    model = planted_model()
+    task = MajorityTask()
+    prompts = task.prompts(None, 64, seed=0)
+    stages: list[str] = []
+    result = find_ground_truth(model, task, prompts, edges=False, backward_max_heads=0, ablation=ablation,
+                               seed=3, progress=lambda stage, d, t: stages.append(stage))
+    assert set(result.truth.heads) == {(0, 1), (1, 2), (1, 3)}
+    assert "backward elimination" not in stages and result.search["backward_elimination"] is None
+    assert result.faithfulness.method == ablation and result.faithfulness.normalized >= 0.9
+    assert result.truth.method["ablation_method"] == ablation
+    assert result.search["seconds"] > 0 and 0 < result.search["forward_passes"] < result.search[
+        "head_sets_scored"]
+    with pytest.raises(CircuitsError, match="edges"):
+        find_ground_truth(model, task, prompts, edges=True, ablation="resample")
+
+
 def test_metric_under_masks_unembeds_the_last_position_like_the_full_forward() -> None:
     """The last-position unembedding gives the full forward's logits, and batching masks changes nothing."""
     task = CopyFirstTask()

@@ -2,16 +2,22 @@
 
 Procedure (recorded verbatim in `GroundTruth.method`):
 1. Prompts: a fixed PromptSet drawn with a seed disjoint from training. Every ablated head's `hook_z`
-   is replaced by its position-wise mean over the set's NEGATIVE prompts (`circuits.ablation`).
+   is replaced by its position-wise mean over the set's NEGATIVE prompts (`circuits.ablation`; the
+   `ablation` argument selects another intervention, e.g. "resample": a random negative prompt's value).
 2. Score of a head set S = mean task metric over the positive prompts with every head outside S
    ablated. With full = score(all heads) and empty = score(no heads), S is *valid* when both
    normalised faithfulness (S - empty) / (full - empty) and the plain ratio S / full are >= threshold.
-3. Single-head effects: the score with each head alone ablated (one batched pass for all heads).
+3. Single-head effects: the score with each head alone ablated (batched masks; every mask starts at
+   the layer of its ablated head from the intact model's cached residual stream).
 4. Search (greedy; 2^H subsets are too many):
    a. backward elimination from all heads: at each step remove the head whose removal leaves the
-      highest score, while the result stays valid;
+      highest score, while the result stays valid (O(heads^2) head sets: only up to
+      `backward_max_heads` heads, default 64; skipped, and recorded as skipped, above);
    b. forward selection from the single-ablation ranking: the shortest valid prefix of the heads
-      ordered by single-ablation drop (largest first), then pruned as below;
+      ordered by single-ablation drop (largest first), then pruned as below (every prefix scored up to
+      `backward_max_heads` heads; above, prefixes of 1, 2, 4, ... heads, then a search between the
+      last invalid and the first valid one, which assumes validity does not come and go along the
+      ranking);
    c. keep the smaller valid set (ties: the higher score) and prune to necessity: while removing some
       member keeps the set valid, remove the one whose removal leaves the highest score;
    d. minimality check: a pool is the union of a and b, topped up to `pool_size` heads from the
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +43,28 @@ from typing import Any
 import torch
 
 from circuits._compat import HookedTransformer
-from circuits.ablation import Faithfulness, final_logits, metric_under_masks, reference_z, z_hook
+from circuits.ablation import (
+    AblationMethod,
+    Faithfulness,
+    PassCount,
+    final_logits,
+    metric_under_masks,
+    reference_z,
+    z_hook,
+)
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
 from circuits.zoo.train import torch_threads
 from tasks.base import GroundTruth, Head, PromptSet, Task
+
+ABLATION_NOTES = {
+    "mean": "mean over the negative prompts, position-wise, at hook_z (circuits.ablation)",
+    "zero": "zeros at hook_z (circuits.ablation)",
+    "resample": "each positive prompt's value replaced by that of a negative prompt drawn at random (with "
+                "replacement, seeded), at hook_z (circuits.ablation)",
+    "counterfactual": "each positive prompt's value replaced by that of its own negative prompt, at hook_z "
+                      "(circuits.ablation)",
+}
 
 
 @dataclass
@@ -66,6 +90,8 @@ class _Scorer:
         self.max_rows = max_rows
         self.cache: dict[frozenset[Head], float] = {}
         self.n_evaluated = 0
+        self.passes = PassCount()
+        self.base_runs: dict[int, torch.Tensor] = {}  # the intact and all-ablated runs, reused by every batch
 
     def mask(self, heads: frozenset[Head]) -> torch.Tensor:
         keep = torch.zeros(self.L, self.H, dtype=torch.bool)
@@ -78,10 +104,36 @@ class _Scorer:
         if todo:
             keep = torch.stack([self.mask(s) for s in todo])  # [k, L, H]
             scores = metric_under_masks(self.model, self.task, self.prompts, keep, self.reference,
-                                        max_rows=self.max_rows).float().mean(1)  # [k]
+                                        max_rows=self.max_rows, count=self.passes,
+                                        base_runs=self.base_runs).float().mean(1)  # [k]
             self.n_evaluated += len(todo)
             self.cache.update(zip(todo, scores.tolist(), strict=True))
         return [self.cache[s] for s in sets]
+
+
+def _first_valid_prefix(scorer: _Scorer, ranking: list[Head], valid: Callable[[float], bool],
+                        every_prefix: bool) -> frozenset[Head]:
+    """The shortest valid prefix of `ranking` (the whole ranking is valid by construction).
+
+    every_prefix: score all of them (small models). Otherwise prefixes of 1, 2, 4, ... heads in one batch,
+    then between the last invalid and the first valid one, 7 evenly spaced prefixes per batch.
+    """
+    n = len(ranking)
+    if every_prefix:
+        prefixes = [frozenset(ranking[:k]) for k in range(n + 1)]
+        scores = scorer(prefixes)
+        return prefixes[next(k for k, s in enumerate(scores) if valid(s))]
+    sizes = sorted({0, n} | {2 ** i for i in range(n.bit_length()) if 2 ** i < n})
+    scores = scorer([frozenset(ranking[:k]) for k in sizes])
+    hi_i = next(i for i, s in enumerate(scores) if valid(s))
+    lo, hi = (sizes[hi_i - 1] if hi_i > 0 else -1), sizes[hi_i]  # lo invalid (or none), hi valid
+    while hi - lo > 1:
+        probe = sorted({lo + (hi - lo) * j // 8 for j in range(1, 8)} - {lo, hi})
+        probe_scores = scorer([frozenset(ranking[:k]) for k in probe])
+        verdicts = dict(zip(probe, map(valid, probe_scores), strict=True))
+        hi = min([k for k, ok in verdicts.items() if ok], default=hi)
+        lo = max([k for k, ok in verdicts.items() if not ok and k < hi], default=lo)
+    return frozenset(ranking[:hi])
 
 
 def _prune(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool]) -> frozenset[Head]:
@@ -100,24 +152,41 @@ def find_ground_truth(model: HookedTransformer, task: Task, prompts: PromptSet, 
                       pool_size: int = 12, max_exhaustive: int = 1024, edges: bool = True,
                       edge_threshold: float = 0.02, max_rows: int = 1024,
                       method_notes: dict[str, Any] | None = None, progress: Progress | None = None,
-                      threads: int | None = 1) -> GroundTruthResult:
-    """Search the smallest valid head set of `model` on `task` (see the module docstring)."""
+                      threads: int | None = 1, ablation: AblationMethod = "mean", seed: int = 0,
+                      backward_max_heads: int = 64) -> GroundTruthResult:
+    """Search the smallest valid head set of `model` on `task` (see the module docstring).
+
+    ablation / seed: the intervention on heads outside the set (`circuits.ablation.reference_z`);
+    edges need a mean or zero reference (one value per position).
+    """
+    if edges and ablation not in ("mean", "zero"):
+        raise CircuitsError(f"ground-truth edges are measured under mean or zero ablation, not '{ablation}' "
+                            f"(pass edges=False)")
     with torch_threads(threads):
         return _find(model, task, prompts, threshold, pool_size, max_exhaustive, edges, edge_threshold,
-                     max_rows, method_notes, progress)
+                     max_rows, method_notes, progress, ablation, seed, backward_max_heads)
 
 
 def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: float, pool_size: int,
           max_exhaustive: int, edges: bool, edge_threshold: float, max_rows: int,
-          method_notes: dict[str, Any] | None, progress: Progress | None) -> GroundTruthResult:
+          method_notes: dict[str, Any] | None, progress: Progress | None, ablation: AblationMethod,
+          seed: int, backward_max_heads: int) -> GroundTruthResult:
     def tell(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress(stage, done, total)
 
+    started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        stage_seconds[stage] = time.perf_counter() - started - sum(stage_seconds.values())
+
     L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
     every = frozenset((layer, h) for layer in range(L) for h in range(H))
-    reference = reference_z(model, prompts, "mean")  # [layer, seq, head, d_head]
+    reference = reference_z(model, prompts, ablation, seed)  # [layer, seq, head, d_head] or [n, ...]
     scorer = _Scorer(model, task, prompts, reference, max_rows)
+    if ablation != "zero":
+        scorer.passes.forward += 1.0  # the negatives' pass behind the reference
     full, empty = scorer([every, frozenset()])
     if not full > 0 or not full > empty:
         raise CircuitsError(f"the model does not do the task on these prompts (mean metric {full:.3g} "
@@ -136,24 +205,27 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
                        "normalized_drop": (full - s) / (full - empty)}
                       for (layer, h), s in zip(heads, singles, strict=True)]
     ranking = [heads[i] for i in sorted(range(len(heads)), key=lambda i: (-(full - singles[i]), i))]
+    lap("single-head ablations")
 
-    tell("backward elimination", 0, len(heads))
-    backward = every
-    while backward:
-        cands = [backward - {h} for h in sorted(backward)]
-        scores = scorer(cands)
-        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
-        if not valid(scores[best]):
-            break
-        backward = cands[best]
-        tell("backward elimination", len(heads) - len(backward), len(heads))
+    exhaustive = len(heads) <= backward_max_heads
+    backward: frozenset[Head] | None = None
+    if exhaustive:
+        tell("backward elimination", 0, len(heads))
+        backward = every
+        while backward:
+            cands = [backward - {h} for h in sorted(backward)]
+            scores = scorer(cands)
+            best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+            if not valid(scores[best]):
+                break
+            backward = cands[best]
+            tell("backward elimination", len(heads) - len(backward), len(heads))
+        lap("backward elimination")
 
     tell("forward selection", 0, 1)
-    prefixes = [frozenset(ranking[:k]) for k in range(len(ranking) + 1)]
-    prefix_scores = scorer(prefixes)
-    first_valid = next(k for k, s in enumerate(prefix_scores) if valid(s))  # all heads is valid
-    forward_raw = prefixes[first_valid]
+    forward_raw = _first_valid_prefix(scorer, ranking, valid, exhaustive)
     forward = _prune(scorer, forward_raw, valid)
+    lap("forward selection")
 
     def better(a: frozenset[Head], b: frozenset[Head]) -> frozenset[Head]:
         if len(a) != len(b):
@@ -161,10 +233,10 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
         sa, sb = scorer([a, b])
         return a if sa >= sb else b
 
-    best = _prune(scorer, better(backward, forward), valid)
+    best = _prune(scorer, forward if backward is None else better(backward, forward), valid)
 
     tell("minimality check", 0, 1)
-    pool_set = set(backward | forward)
+    pool_set = set(forward if backward is None else backward | forward)
     for h in ranking:
         if len(pool_set) >= pool_size:
             break
@@ -180,8 +252,9 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
             break
         best = _prune(scorer, smaller[max(ok, key=lambda i: (scores[i], -i))], valid)
 
+    lap("minimality check")
     circuit_score = scorer([best])[0]
-    faith = Faithfulness(full=full, empty=empty, circuit=circuit_score, method="mean")
+    faith = Faithfulness(full=full, empty=empty, circuit=circuit_score, method=ablation)
     edge_effects: list[dict[str, Any]] = []
     edge_list: list[tuple[Head, Head]] = []
     if edges and len(best) > 1:
@@ -190,25 +263,37 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
                                      max_rows)
         edge_list = [((e["sender"][0], e["sender"][1]), (e["receiver"][0], e["receiver"][1]))
                      for e in edge_effects if e["normalized_drop"] >= edge_threshold]
+        lap("edges")
 
     search = {
         "full": full, "empty": empty,
-        "backward_elimination": [list(h) for h in sorted(backward)],
+        "backward_elimination": None if backward is None else [list(h) for h in sorted(backward)],
         "forward_selection_prefix": len(forward_raw),
         "forward_selection_pruned": [list(h) for h in sorted(forward)],
         "minimality_pool": [list(h) for h in pool],
         "minimality_sizes_checked": checked,
         "head_sets_scored": scorer.n_evaluated,
+        "forward_passes": scorer.passes.forward,
+        "seconds": time.perf_counter() - started,
+        "stage_seconds": stage_seconds,
+        "passes_note": "forward passes over the prompts (reference pass included; a head set run from "
+                       "layer s of L counts (L - s) / L: the intact or all-ablated model's residual stream "
+                       "below s is reused; edges not counted)",
     }
     method = {
-        "ablation": "mean over the negative prompts, position-wise, at hook_z (circuits.ablation)",
+        "ablation": ABLATION_NOTES.get(ablation, ablation),
+        "ablation_method": ablation, "ablation_seed": seed if ablation == "resample" else None,
         "score": "mean task metric over the positive prompts with every head outside the set ablated",
         "criterion": f"normalized = (S - empty) / (full - empty) >= {threshold} AND ratio = S / full "
                      f">= {threshold}; every member necessary",
         "threshold": threshold,
-        "search": "backward elimination + forward selection from the single-ablation ranking, smaller "
-                  "kept, pruned to necessity, then every subset one head smaller drawn from a candidate "
-                  "pool scored (repeated while one is valid)",
+        "search": ("backward elimination + forward selection from the single-ablation ranking, smaller "
+                   "kept, pruned to necessity, then every subset one head smaller drawn from a candidate "
+                   "pool scored (repeated while one is valid)") if exhaustive else
+                  ("forward selection from the single-ablation ranking (prefixes of 1, 2, 4, ... heads, "
+                   "then a search for the first valid prefix), pruned to necessity, then every subset one "
+                   "head smaller drawn from a candidate pool scored (repeated while one is valid); no "
+                   f"backward elimination above {backward_max_heads} heads"),
         "pool_size": pool_size, "max_exhaustive": max_exhaustive,
         "n_prompts": len(prompts), "seq_len": prompts.seq_len,
         "edges": (f"direct path a->b (q, k, v inputs) mean-ablated in the circuit-only model; kept when "
