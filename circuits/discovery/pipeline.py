@@ -11,14 +11,16 @@ import torch
 
 from circuits.ablation import faithfulness as measure_faithfulness
 from circuits.discovery.activations import head_activations
-from circuits.discovery.codes import encode_codes, n_codes
+from circuits.discovery.codes import fit_code_sae, n_codes, streamed_codes
 from circuits.discovery.config import FindConfig
 from circuits.discovery.graph import build_graph
 from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
 from circuits.discovery.selection import select_heads
+from circuits.discovery.shard import my_batches, sum_over_ranks
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
+from circuits.sae.distributed import distributed_context
 from circuits.threads import model_work, thread_policy
 from tasks.base import GroundTruth, Head, PromptSet, Task
 
@@ -91,7 +93,7 @@ def split_prompts(prompts: PromptSet, n_train: int) -> tuple[torch.Tensor, Promp
 def find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
                  progress: Progress | None = None) -> CircuitResult:
     """Prompts -> head activations -> SAEs -> codes -> scores -> circuit graph -> evaluation."""
-    with thread_policy(model_work(loaded.model)):
+    with thread_policy(model_work(loaded.model)), distributed_context(str(loaded.model.cfg.device)):
         return _find_circuit(task, loaded, config, progress)
 
 
@@ -112,17 +114,23 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
     train_tokens, score_set = split_prompts(prompts, config.n_train)
     lap("prompts")
 
-    n_train_rows, n_score = train_tokens.shape[0], len(score_set)
-    tokens = torch.cat([train_tokens, score_set.positive, score_set.negative])  # [n_total, seq]
-    acts = head_activations(loaded.model, tokens, config.hook, config.position, config.batch_size)
+    n_score = len(score_set)
+    rows_per_prompt = train_tokens.shape[1] if config.position == "each" else 1
+    # The SAE is fit on the training prompts' activations (a small pass that holds them) ...
+    acts_train = head_activations(loaded.model, train_tokens, config.hook, config.position,
+                                  config.batch_size)  # [n_train*rows_per_prompt, head, d]
+    lap("activations_train")
+    sae = fit_code_sae(acts_train, config, progress)  # rank 0 trains, other ranks receive it
+    del acts_train
+    lap("sae")
+
+    # ... then the scoring prompts are encoded inside the forward hook: only codes are kept.
+    tokens = torch.cat([score_set.positive, score_set.negative])  # [2*n_score, seq]
+    n_batches = (tokens.shape[0] + config.batch_size - 1) // config.batch_size
+    codes = streamed_codes(loaded.model, tokens, sae, config, my_batches(n_batches))  # [rows, head]
+    codes = sum_over_ranks(codes)  # every rank filled its own batches' rows, the rest are 0
     if progress:
         progress("activations", 1, 1)
-    rows_per_prompt = tokens.shape[1] if config.position == "each" else 1
-    split = n_train_rows * rows_per_prompt
-    acts_train, acts_score = acts[:split], acts[split:]  # [rows, head, d]
-    lap("activations")
-
-    codes = encode_codes(acts_train, acts_score, config, progress)  # [2*n_score*rows_per_prompt, head]
     c = n_codes(config.resolved_d_sae())
     if rows_per_prompt > 1:
         # A code at position p is a different event from the same code at position q.
@@ -131,7 +139,7 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
         c *= rows_per_prompt
     split = n_score * rows_per_prompt
     codes_pos, codes_neg = codes[:split], codes[split:]
-    lap("sae")
+    lap("activations")
 
     L, H = loaded.n_layers, loaded.n_heads
     scores = node_scores(codes_pos, codes_neg, c, config.score).reshape(L, H)

@@ -291,6 +291,15 @@ class SAE(nn.Module):
     def _fold_encoder_scale(self, s: Tensor) -> None:
         self.W_enc.mul_(s[:, None, None])
 
+    def select_groups(self, start: int, stop: int) -> SAE:
+        """The SAEs of groups [start, stop) as one batched SAE (a copy; groups never interact, so its
+        outputs equal the corresponding slice of this SAE's). Every parameter and buffer leads with groups."""
+        cfg = SAEConfig.from_dict({**self.cfg.to_dict(), "groups": stop - start})
+        part = type(self)(cfg)
+        part.load_state_dict({k: v[start:stop].clone() for k, v in self.state_dict().items()})
+        part.train(self.training)
+        return part.to(self.W_enc.device)
+
     def extra_repr(self) -> str:
         c = self.cfg
         return f"arch={c.arch}, groups={c.groups}, d_in={c.d_in}, d_sae={c.d_sae}"

@@ -14,6 +14,13 @@ import torch
 import torch.distributed as dist
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 

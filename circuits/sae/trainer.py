@@ -29,6 +29,7 @@ from torch import Tensor
 
 from circuits.errors import CircuitsError
 from circuits.sae.base import SAE
+from circuits.sae.distributed import rank_and_world as _distributed
 from circuits.sae.sources import ActivationSource, TensorSource
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
@@ -104,18 +105,13 @@ def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
     return y
 
 
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class Trainer:
     """One training run of `sae` on `source`. Use `run()`; `save_checkpoint` / `load_checkpoint` for
     resuming (a fresh Trainer over the same source and config, then `load_checkpoint`, then `run`)."""
 
     def __init__(
-        self, sae: SAE, source: ActivationSource, cfg: TrainConfig, callback: ProgressCallback | None = None
+        self, sae: SAE, source: ActivationSource, cfg: TrainConfig, callback: ProgressCallback | None = None,
+        distributed: bool = True,
     ):
         if source.d_in != sae.cfg.d_in or source.groups != sae.cfg.groups:
             raise CircuitsError(
@@ -123,7 +119,8 @@ class Trainer:
                 f"expects [groups={sae.cfg.groups}, d_in={sae.cfg.d_in}]"
             )
         self.sae, self.source, self.cfg, self.callback = sae, source, cfg, callback
-        self.rank, self.world = _distributed()
+        # distributed=False: train in this process alone even under torchrun (one rank fits, then broadcasts)
+        self.rank, self.world = _distributed() if distributed else (0, 1)
         if cfg.batch_size % self.world:
             raise CircuitsError(f"batch size {cfg.batch_size} is not divisible by {self.world} processes")
         self.device = sae.W_enc.device
@@ -359,15 +356,16 @@ def train_sae(
     batch_size: int = 256,
     seed: int = 0,
     callback: ProgressCallback | None = None,
+    distributed: bool = True,
     **train_kwargs: Any,
 ) -> TrainStats:
     """Train `sae` in place on in-memory activations x [groups, n, d_in] (or [n, d_in] when groups=1).
 
     Minibatches of `batch_size` rows per group per step (the full batch when n <= batch_size); other
     TrainConfig fields (lr_warmup_steps, sparsity_warmup_steps, b_dec_init, normalize_inputs, ...) go
-    in `train_kwargs`.
+    in `train_kwargs`. distributed=False trains here alone even when a process group exists.
     """
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed, **train_kwargs)
-    rank, world = _distributed()
+    rank, world = _distributed() if distributed else (0, 1)
     source = TensorSource(x.to(sae.W_enc.device), seed=seed, rank=rank, world=world)
-    return Trainer(sae, source, cfg, callback).run()
+    return Trainer(sae, source, cfg, callback, distributed=distributed).run()
