@@ -20,7 +20,7 @@ import numpy as np
 from circuits.atomic import atomic_write
 from circuits.discovery.config import FindConfig
 from circuits.discovery.pipeline import find_circuit, ground_truth_for, split_prompts
-from circuits.errors import CircuitsError
+from circuits.errors import CircuitsError, did_you_mean
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.methods import BASELINES, SELECTION_NOTE, run_baseline
 from circuits.models import LoadedModel
@@ -47,7 +47,8 @@ def parse_methods(spec: str) -> list[str]:
         for m in expanded:
             if m not in METHODS:
                 known = ", ".join([*METHODS, *GROUPS])
-                raise CircuitsError(f"unknown method '{name}' (known: {known})")
+                raise CircuitsError(f"unknown method '{name}'{did_you_mean(name, [*METHODS, *GROUPS])} "
+                                    f"(known: {known})")
             if m not in out:
                 out.append(m)
     if not out:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from circuits.errors import CircuitsError
+from circuits.errors import CircuitsError, did_you_mean
 from tasks.base import GroundTruth, PromptSet, Task
 from tasks.docstring import DocstringTask
 from tasks.greaterthan import GreaterThanTask
@@ -21,7 +21,8 @@ def get_task(name: str) -> Task:
         from tasks.custom import load_task_file
 
         return load_task_file(name)
-    raise CircuitsError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES)})")
+    raise CircuitsError(f"unknown task '{name}'{did_you_mean(name, TASK_NAMES)} "
+                        f"(known: {', '.join(TASK_NAMES)}, or a .jsonl task file)")
 
 
 __all__ = ["TASK_NAMES", "get_task", "Task", "PromptSet", "GroundTruth", "IOITask", "GreaterThanTask",

@@ -1,4 +1,5 @@
-"""What every CLI command shares: one-line errors with exit code 2, output checks, progress display."""
+"""What every CLI command shares: one-line errors with exit code 2 (and a JSON error under --json), output
+checks (never overwrite; a failed run removes what it created), progress display, results on stdout."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import functools
 import json
 import os
 import sys
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +28,42 @@ from rich.text import Text
 
 from circuits.errors import CircuitsError
 
-console = Console(stderr=True)  # progress and tables go to stderr, so --json stdout stays clean
+console = Console(stderr=True)  # progress, logs and errors: stderr, so stdout holds only results
+# Results (tables, summaries) go to stdout, so `circuits find ... > result.txt` captures them; wide enough
+# off a terminal that tables are not squeezed into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class _Ledger:
+    """What the running command created, so that a failure can remove it: output files that did not
+    exist before (declared up front by `claim_outputs`) and folders `check_writable_dir` made."""
+
+    def __init__(self) -> None:
+        self.new_files: list[Path] = []
+        self.new_dirs: list[Path] = []
+        self.kept: list[Path] = []  # files deliberately left on failure (e.g. a --resume checkpoint)
+
+    def undo(self) -> None:
+        for path in self.new_files:
+            path.unlink(missing_ok=True)
+        for folder in sorted(self.new_dirs, key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()  # only when empty: never anything the user put there meanwhile
+            except OSError:
+                pass
+
+    def kept_files(self) -> list[Path]:
+        return [p for p in self.kept if p.exists()]
+
+
+_ledger = _Ledger()
+
+
+def keep_on_failure(path: Path) -> None:
+    """Mark a file that a failed or interrupted run leaves on purpose (named in the interrupt line)."""
+    _ledger.kept.append(Path(path))
 
 
 def fail(message: str) -> typer.Exit:
@@ -37,32 +72,79 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def error_kind(err: BaseException) -> str:
+    """The `kind` of a JSON error: the exception class in snake case (circuits_error, model_load_error,
+    file_not_found_error, ...), so scripts can branch without parsing the message."""
+    name = type(err).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
 def user_errors(func: F) -> F:
     """Turn CircuitsError (bad input, unavailable resource) and OSError (the user's paths) into one line on
-    stderr and exit code 2. Anything else is a bug in our code and keeps its traceback (exit 1)."""
+    stderr and exit code 2 (with `--json`, also `{"error", "kind"}` on stdout); Ctrl-C into one line and
+    exit 130. Either way, files and folders this run created are removed first. Anything else is a bug in
+    our code and keeps its traceback (exit 1), after the same clean-up."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _ledger
+        _ledger = _Ledger()
+        as_json = bool(kwargs.get("as_json") or kwargs.get("json_out"))
         try:
             return func(*args, **kwargs)
         except (CircuitsError, OSError) as err:
-            raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+            _ledger.undo()
+            message = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+            if as_json:
+                print_json({"error": message, "kind": error_kind(err)})
+            raise fail(message) from None
+        except KeyboardInterrupt:
+            _ledger.undo()
+            kept = _ledger.kept_files()
+            message = "interrupted: nothing written" + (
+                f" (kept {', '.join(map(str, kept))} to resume from)" if kept else "")
+            console.print(message, highlight=False, soft_wrap=True)
+            if as_json:
+                print_json({"error": message, "kind": "interrupted"})
+            raise typer.Exit(code=INTERRUPTED_EXIT) from None
+        except BaseException:
+            _ledger.undo()
+            raise
 
     return wrapper  # type: ignore[return-value]
 
 
-def check_writable_dir(path: Path) -> Path:
-    """Create `path` if needed and check it is a writable directory; raise CircuitsError if not."""
+def check_writable_dir(path: Path, option: str = "--out") -> Path:
+    """Create `path` if needed and check it is a writable directory; raise CircuitsError if not.
+    Folders made here are removed again if the run fails and leaves them empty."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise CircuitsError(f"--out {path} exists and is not a directory")
+        raise CircuitsError(f"{option} {path} exists and is not a directory")
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CircuitsError(f"cannot create output directory {path}: {err.strerror}") from None
+    _ledger.new_dirs.extend(missing)
     if not os.access(path, os.W_OK):
         raise CircuitsError(f"output directory {path} is not writable")
     return path
+
+
+def claim_outputs(paths: list[Path], overwrite: bool, option: str = "--out") -> None:
+    """Refuse, before any work, output files that already exist (one line naming them) unless `overwrite`;
+    remember the new ones, so that a failed run removes whatever of them it wrote. Files are written
+    atomically (circuits.atomic), so with --overwrite an old file is replaced whole or not at all."""
+    existing = [p for p in map(Path, paths) if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more"
+                                                            if len(existing) > 3 else "")
+        raise CircuitsError(f"{option}: {shown} already exist{'s' if len(existing) == 1 else ''}; "
+                            f"pass --overwrite to replace, or choose another path")
+    dirs = [p for p in existing if p.is_dir()]
+    if dirs:
+        raise CircuitsError(f"{option}: {dirs[0]} is a directory; cannot write a file there")
+    _ledger.new_files.extend(p for p in map(Path, paths) if p not in existing)
 
 
 def print_json(data: Any) -> None:
@@ -89,29 +171,41 @@ class _InfoColumn(ProgressColumn):
 
 
 class _PlainProgress(Progress):
-    """When stderr is not a terminal (a pipe, a log file): a plain line per task every few seconds, so a
-    long run shows it is alive instead of rich's silence; a run shorter than that prints nothing."""
+    """When stderr is not a terminal (a pipe, a log file): a plain line per unfinished task every few
+    seconds, so a long run shows it is alive instead of rich's silence, even while one step (an ACDC
+    sweep, a patching pass) reports nothing for minutes; a run shorter than that prints nothing."""
 
     def __init__(self, interval_s: float = 5.0, **kwargs: Any) -> None:
         super().__init__(disable=True, **kwargs)
         self._interval_s = interval_s
-        self._last: dict[TaskID, float] = {}
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
-    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
-        task_id = super().add_task(description, *args, **kwargs)
-        self._last[task_id] = time.monotonic()
-        return task_id
+    def start(self) -> None:
+        if self._beat is None:
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="circuits-progress")
+            self._beat.start()
 
-    def update(self, task_id: TaskID, **kwargs: Any) -> None:  # type: ignore[override]
-        super().update(task_id, **kwargs)
-        now = time.monotonic()
-        task = self._tasks[task_id]
-        if now - self._last.get(task_id, now) >= self._interval_s:  # quiet for runs shorter than that
-            self._last[task_id] = now
-            total = f"/{task.total:g}" if task.total else ""
-            info = task.fields.get("info", "")
-            console.print(f"{task.description}: {task.completed:g}{total} ({task.elapsed or 0:.0f}s)"
-                          + (f" {info}" if info else ""), highlight=False, soft_wrap=True)
+    def stop(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=1.0)
+            self._beat = None
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            with self._lock:
+                tasks = [t for t in self._tasks.values() if not t.finished and t.started]
+            for task in tasks:
+                console.print(self.line(task), highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def line(task: Task) -> str:
+        """`label: done/total (12s) info` for one task."""
+        total = f"/{task.total:g}" if task.total else ""
+        info = task.fields.get("info", "")
+        return f"{task.description}: {task.completed:g}{total} ({task.elapsed or 0:.0f}s)" + (
+            f" {info}" if info else "")
 
 
 def progress_display(enabled: bool = True) -> Progress:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from circuits.errors import CircuitsError
+from circuits.errors import CircuitsError, did_you_mean
 
 HookKind = Literal["z", "result"]
 Position = Literal["mean", "last", "each"]
@@ -63,6 +63,8 @@ class FindConfig:
         if self.n_train < 2:
             raise CircuitsError(f"--n-train must be at least 2 (one positive, one negative), "
                                 f"got {self.n_train}")
+        if self.seed < 0 or (self.sae_seed is not None and self.sae_seed < 0):
+            raise CircuitsError(f"--seed must be zero or more, got {min(self.seed, self.sae_seed or 0)}")
         if self.n_score < 1:
             raise CircuitsError(f"--n-score must be positive, got {self.n_score}")
         if self.steps < 1 or self.lr <= 0 or self.l1 < 0:
@@ -73,7 +75,8 @@ class FindConfig:
                                    ("SAE mode", self.sae, SAE_MODES), ("score", self.score, SCORE_KINDS),
                                    ("SAE architecture", self.arch, tuple(SAE_ARCHS))):
             if value not in known:
-                raise CircuitsError(f"unknown {name} '{value}' (known: {', '.join(known)})")
+                raise CircuitsError(f"unknown {name} '{value}'{did_you_mean(str(value), known)} "
+                                    f"(known: {', '.join(known)})")
         if self.k < 1:
             raise CircuitsError(f"--k must be positive, got {self.k}")
         if self.batch_size < 1:

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 
-from circuits.errors import ModelLoadError
+from circuits.errors import ModelLoadError, did_you_mean
 from circuits.models.checkpoint import zoo_names
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import HFTokenizer
@@ -49,8 +49,13 @@ def _hub_repo_id(name: str) -> str:
     try:
         return tl_loading.get_official_model_name(name)
     except ValueError:
-        raise ModelLoadError(f"unknown model '{name}': not a bundled model ({_zoo_hint()}), not a "
-                             f"directory, and not a TransformerLens model name") from None
+        from circuits.models.random_arch import ARCHITECTURES
+
+        known = [*zoo_names(), *(f"random:{a}" for a in ARCHITECTURES), "smollm2-135m", *KNOWN_HUB_REPOS,
+                 *getattr(tl_loading, "OFFICIAL_MODEL_NAMES", [])]
+        raise ModelLoadError(f"unknown model '{name}'{did_you_mean(name, known)}: not a bundled model "
+                             f"({_zoo_hint()}), not a directory, and not a TransformerLens model "
+                             f"name") from None
 
 
 def _in_local_cache(repo_id: str) -> bool:

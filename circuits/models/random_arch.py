@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from circuits.errors import ModelLoadError
+from circuits.errors import ModelLoadError, did_you_mean
 from circuits.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded (it takes seconds)
@@ -26,7 +26,8 @@ def random_model(arch: str, tokenizer: Tokenizer, seed: int = 0) -> HookedTransf
     from circuits._compat import HookedTransformer, HookedTransformerConfig
 
     if arch not in ARCHITECTURES:
-        raise ModelLoadError(f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+        raise ModelLoadError(f"unknown architecture '{arch}'{did_you_mean(arch, ARCHITECTURES)} "
+                             f"(known: {', '.join(ARCHITECTURES)})")
     cfg = HookedTransformerConfig(**ARCHITECTURES[arch], d_vocab=tokenizer.vocab_size, seed=seed,
                                   device="cpu", default_prepend_bos=False)
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from circuits.errors import CircuitsError
+from circuits.errors import CircuitsError, did_you_mean
 
 
 class ActivationSource(Protocol):
@@ -240,7 +240,9 @@ def check_hook(model: Any, hook_name: str) -> None:
     """A clear error for a hook the model lacks or one whose activations are not [batch, pos, ...]."""
     if hook_name not in model.hook_dict:
         examples = [h for h in model.hook_dict if h.startswith("blocks.0.")][:6]
-        raise CircuitsError(f"model has no hook '{hook_name}' (examples: {', '.join(examples)}, ...)")
+        near = did_you_mean(hook_name, model.hook_dict)
+        raise CircuitsError(f"model has no hook '{hook_name}'"
+                            + (near or f" (examples: {', '.join(examples)}, ...)"))
     if any(s in hook_name for s in ("hook_pattern", "hook_attn_scores")):
         raise CircuitsError(f"hook '{hook_name}' is indexed [batch, head, query, key], not by token position")
 
