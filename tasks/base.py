@@ -87,25 +87,68 @@ class GroundTruth:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GroundTruth:
-        def head(x: Any) -> Head:
-            layer, h = x
-            return (int(layer), int(h))
+    def from_dict(cls, data: Any, where: str = "ground truth") -> GroundTruth:
+        """Parse a ground-truth object; any wrong type is one CircuitsError naming `where` (the file and
+        the field, e.g. "manifest.json: ground_truth.ioi") and the field inside it."""
 
+        def kind(x: Any) -> str:
+            return "null" if x is None else type(x).__name__
+
+        def head(x: Any, at: str) -> Head:
+            if not (isinstance(x, list) and len(x) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in x)):
+                raise CircuitsError(f"{at}: a head must be [layer, head] (two integers), found "
+                                    f"{str(x)[:40]!s}")
+            return (x[0], x[1])
+
+        def heads_of(x: Any, at: str) -> tuple[Head, ...]:
+            if not isinstance(x, list):
+                raise CircuitsError(f"{at}: expected a list of [layer, head], found {kind(x)}")
+            return tuple(head(h, f"{at}[{i}]") for i, h in enumerate(x))
+
+        if not isinstance(data, dict):
+            raise CircuitsError(f"{where}: expected an object with 'heads', found {kind(data)}")
+        if "heads" not in data:
+            raise CircuitsError(f"{where}: missing field 'heads'")
+        edges_raw = data.get("edges", [])
+        if not isinstance(edges_raw, list):
+            raise CircuitsError(f"{where}.edges: expected a list of [[layer, head], [layer, head]], "
+                                f"found {kind(edges_raw)}")
+        edges = []
+        for i, e in enumerate(edges_raw):
+            if not (isinstance(e, list) and len(e) == 2):
+                raise CircuitsError(f"{where}.edges[{i}]: an edge must be [[layer, head], [layer, head]]")
+            edges.append((head(e[0], f"{where}.edges[{i}][0]"), head(e[1], f"{where}.edges[{i}][1]")))
+        classes = data.get("classes", {})
+        if not isinstance(classes, dict):
+            raise CircuitsError(f"{where}.classes: expected an object, found {kind(classes)}")
+        method = data.get("method", {})
+        if not isinstance(method, dict):
+            raise CircuitsError(f"{where}.method: expected an object, found {kind(method)}")
         return cls(
-            heads=tuple(head(h) for h in data["heads"]),
-            edges=tuple((head(a), head(b)) for a, b in data.get("edges", [])),
-            classes={k: tuple(head(h) for h in v) for k, v in data.get("classes", {}).items()},
+            heads=heads_of(data["heads"], f"{where}.heads"),
+            edges=tuple(edges),
+            classes={str(k): heads_of(v, f"{where}.classes.{k}") for k, v in classes.items()},
             source=str(data.get("source", "")),
-            method=dict(data.get("method", {})),
+            method=dict(method),
         )
 
-    def validate(self, n_layers: int, n_heads: int) -> None:
-        """Raise when a head does not exist in a model of this shape."""
+    def validate(self, n_layers: int, n_heads: int, where: str = "") -> None:
+        """Raise when a head does not exist in a model of this shape (`where`: the file it came from)."""
         for layer, h in list(self.heads) + [x for e in self.edges for x in e]:
             if not (0 <= layer < n_layers and 0 <= h < n_heads):
-                raise CircuitsError(f"ground-truth head ({layer},{h}) does not exist in a model with "
+                at = f"{where}: " if where else ""
+                raise CircuitsError(f"{at}ground-truth head ({layer},{h}) does not exist in a model with "
                                     f"{n_layers} layers x {n_heads} heads")
+
+
+def ground_truths_from(data: Any, where: str) -> dict[str, GroundTruth]:
+    """A task name -> ground-truth mapping (a manifest's `ground_truth`, a shipped data file), each entry
+    checked; errors name `where` and the field."""
+    if not isinstance(data, dict):
+        kind = "null" if data is None else type(data).__name__
+        raise CircuitsError(f"{where}: expected an object mapping task names to ground truth, found {kind}")
+    return {str(task): GroundTruth.from_dict(truth, f"{where}.{task}") for task, truth in data.items()}
 
 
 def edges_from_classes(classes: dict[str, tuple[Head, ...]],

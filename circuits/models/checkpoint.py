@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from safetensors.torch import load_file, save_file
 
 from circuits.atomic import atomic_write, atomic_write_text
-from circuits.errors import ModelLoadError
+from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import WordTokenizer
-from tasks.base import GroundTruth
+from tasks.base import ground_truths_from
 
 if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded (it takes seconds)
     from circuits._compat import HookedTransformer
@@ -78,7 +78,13 @@ def load_checkpoint(directory: Path, name: str | None = None) -> LoadedModel:
         raise ModelLoadError(f"{weights}: weights do not match the config "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
-    truth = {t: GroundTruth.from_dict(g) for t, g in manifest.get("ground_truth", {}).items()}
+    where = f"{directory / MANIFEST_FILE}: ground_truth"
+    try:  # wrong types and heads the model lacks name the file and the field, before any work
+        truth = ground_truths_from(manifest.get("ground_truth", {}), where)
+        for task, gt in truth.items():
+            gt.validate(cfg.n_layers, cfg.n_heads, f"{where}.{task}")
+    except CircuitsError as err:
+        raise ModelLoadError(str(err)) from None
     return LoadedModel(model=model, tokenizer=tokenizer, name=name or directory.name,
                        ground_truth=truth, manifest=manifest)
 

