@@ -24,7 +24,7 @@ def _default_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def atomic_write(path: Path | str, writer: Callable[[str], None]) -> None:
+def atomic_write(path: Path | str, writer: Callable[[str], object]) -> None:
     """Call writer(temporary path), then rename the result onto `path`; clean up on any error."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

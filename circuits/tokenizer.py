@@ -19,8 +19,11 @@ BOS, PAD, UNK = "<bos>", "<pad>", "<unk>"
 class Tokenizer(Protocol):
     """What tasks and the pipeline need from any tokenizer."""
 
-    bos_token_id: int
-    vocab_size: int
+    @property
+    def bos_token_id(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
 
     def encode(self, text: str, prepend_bos: bool = True) -> list[int]: ...
 

@@ -33,6 +33,7 @@ from circuits.errors import CircuitsError
 from circuits.progress import Progress
 from circuits.sae import K_ARCHS, SAE
 from circuits.sae.metrics import reconstruction_metrics
+from circuits.stats import mean_std
 
 
 @torch.no_grad()
@@ -78,11 +79,6 @@ def absorption_stats(sae: SAE, feats: HierarchicalFeatures, x: Tensor, coeff: Te
     }
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std())}
-
-
 def run_absorption_sweep(feats: HierarchicalFeatures, settings: Sequence[ArchSetting], run: SeedRunConfig,
                          n_train: int = 16384, n_eval: int = 8192, min_carried: float = 0.5,
                          progress: Progress | None = None) -> dict[str, Any]:
@@ -106,9 +102,9 @@ def run_absorption_sweep(feats: HierarchicalFeatures, settings: Sequence[ArchSet
         sae = train_across_seeds(x_train, setting, run, callback=cb)
         metrics = reconstruction_metrics(sae, x_eval.unsqueeze(0).expand(len(run.seeds), -1, -1))
         stats = absorption_stats(sae, feats, x_eval, coeff_eval, min_carried)
-        per_seed = {"seed": list(run.seeds), "l0": metrics["l0"], "fvu": metrics["fvu"],
+        per_seed: dict[str, Any] = {"seed": list(run.seeds), "l0": metrics["l0"], "fvu": metrics["fvu"],
                     **{k: v for k, v in stats.items() if isinstance(v, list)}}
-        summary = {k: _mean_std(v) for k, v in per_seed.items()
+        summary = {k: mean_std(v) for k, v in per_seed.items()
                    if k not in ("seed", "per_parent_absorption")}
         rows.append({"label": setting.label, "arch": setting.arch, "setting": asdict(setting),
                      "sparsity": _sparsity_value(setting), **summary, "per_seed": per_seed,

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,7 @@ def first_letter_absorption(sae: SAE, acts: Tensor, tokens: LetterTokens, probe:
     letters = np.asarray(tokens.letters)
     preds = np.asarray(probe.predictions)
     f_np = f.numpy()
-    per_letter = []
+    per_letter: list[dict[str, Any]] = []
     for li, letter in enumerate(probe.classes):  # a loop over letters (26 at most)
         u = probe.directions[li]  # [d]
         positive = letters == letter
@@ -237,7 +238,7 @@ def run_first_letter(loaded: Any, hook: str, settings: list[Any], run: Any, rows
                 trained = make_sae(setting.sae_config(int(acts.shape[1]), run.d_sae, 1), seed=seed)
                 train_sae(trained, x, steps=run.steps, lr=run.lr, batch_size=run.batch_size,
                           seed=run.data_seed, normalize_inputs=True, lr_decay_steps=run.steps // 5,
-                          callback=lambda s, t, _m, lab=setting.label: report(lab, s, t))
+                          callback=_step_reporter(report, setting.label))
                 trained.eval()
                 res = first_letter_absorption(trained, acts, tokens, probe, f1_jump=f1_jump,
                                               min_cosine=min_cosine, max_absorber_tokens=max_absorber_tokens)
@@ -249,6 +250,15 @@ def run_first_letter(loaded: Any, hook: str, settings: list[Any], run: Any, rows
             "probe": {"train_accuracy": probe.train_accuracy, "test_accuracy": probe.test_accuracy},
             "sae": sae_label if sae is not None else None, "training_rows": None if sae is not None else rows,
             "summary": first_letter_summary(runs), "runs": runs}
+
+
+def _step_reporter(report: Progress, label: str) -> Callable[[int, int, dict[str, float]], None]:
+    """The trainer's (step, total, metrics) callback as a (label, done, total) progress call."""
+
+    def callback(step: int, total: int, _metrics: dict[str, float]) -> None:
+        report(label, step, total)
+
+    return callback
 
 
 def first_letter_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

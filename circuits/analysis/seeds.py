@@ -78,6 +78,7 @@ class SeedRunConfig:
     lr: float = 5e-3
     batch_size: int = 256
     data_seed: int = 0  # minibatch order: the same for every SAE seed
+    normalize_inputs: bool = False  # scale inputs so that E‖x‖² = d_in (real LM activations need it)
     threshold: float = 0.7
     bins: int = 40
 
@@ -113,13 +114,14 @@ def train_across_seeds(x: Tensor, setting: ArchSetting, run: SeedRunConfig,
         raise CircuitsError(f"activations must be [n, d_in], got {tuple(x.shape)}")
     if setting.arch in K_ARCHS and setting.k is None:
         raise CircuitsError(f"{setting.arch} needs k (or an L0 to match)")
-    if setting.arch in K_ARCHS and setting.k > run.d_sae:
+    if setting.arch in K_ARCHS and setting.k is not None and setting.k > run.d_sae:
         raise CircuitsError(f"k={setting.k} exceeds d_sae={run.d_sae}")
     groups = len(run.seeds)
     sae = stacked_sae(setting.sae_config(int(x.shape[1]), run.d_sae, groups), run.seeds)
     xs = x.unsqueeze(0).expand(groups, -1, -1)  # [seeds, n, d]: a view, rows shared
     train_sae(sae, xs, steps=run.steps, lr=run.lr, batch_size=run.batch_size, seed=run.data_seed,
               callback=callback, lr_decay_steps=run.steps // 5, dead_after_rows=20_000,
+              normalize_inputs=run.normalize_inputs,
               sparsity_warmup_steps=run.steps // 20 if setting.arch in ("relu", "gated", "jumprelu") else 0)
     sae.eval()
     return sae

@@ -12,8 +12,9 @@ from rich.table import Table
 from circuits.atomic import atomic_write_text
 from circuits.cli.common import (
     check_writable_dir,
+    claim_outputs,
     config_option,
-    console,
+    out,
     print_json,
     progress_display,
     user_errors,
@@ -48,8 +49,12 @@ def find(
     selection: str = config_option(FindConfig, "selection"),
     edges: bool = config_option(FindConfig, "edges"),
     faithfulness: bool = config_option(FindConfig, "faithfulness"),
-    out: Path | None = typer.Option(None, help="directory for result.json and graph exports"),
+    out_dir: Path | None = typer.Option(None, "--out", help="directory for result.json and graph exports"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="replace existing output files (atomically); default: refuse"),
+    force: bool = typer.Option(False, "--force", help="run even when the memory estimate exceeds what is "
+                                                      "available"),
     report_path: Path | None = typer.Option(None, "--report",
                                             help="write an HTML report here (figures also as PNG beside it)"),
     n_seeds: int = typer.Option(1, "--seeds", help="run N SAE seeds (from --seed) and report circuit "
@@ -57,28 +62,31 @@ def find(
 ) -> None:
     """Find the circuit of TASK in MODEL and compare it with the ground truth."""
     from circuits.discovery.graph import export_graph
+    from circuits.discovery.memory import ModelSizes, check_memory
     from circuits.discovery.pipeline import find_circuit, ground_truth_for
+    from circuits.discovery.selection import check_rule
     from circuits.models import load_model
     from tasks import get_task
 
-    config = FindConfig(n_train=n_train, n_score=n_score, seed=seed, hook=hook, position=position,
-                        sae=sae, arch=arch, k=k, d_sae=d_sae, l1=l1, steps=steps, score=score,
-                        selection=selection, edges=edges, faithfulness=faithfulness)
+    options: dict[str, Any] = dict(n_train=n_train, n_score=n_score, seed=seed, hook=hook, position=position,
+                                   sae=sae, arch=arch, k=k, d_sae=d_sae, l1=l1, steps=steps, score=score,
+                                   selection=selection, edges=edges, faithfulness=faithfulness)
+    config = FindConfig(**options)  # choice fields arrive as plain strings: validate() checks them
     config.validate()
     if n_seeds < 1:
         raise CircuitsError(f"--seeds must be positive, got {n_seeds}")
     task_obj = get_task(task)
-    out_dir = check_writable_dir(out) if out is not None else None
-    if report_path is not None:
-        from circuits.report import check_report_path
-
-        check_report_path(report_path)
     if not model and task.endswith((".jsonl", ".json")):
         raise CircuitsError("a task file needs --model (a model directory, random:gpt2-small, ...)")
+    claim_find_outputs(out_dir, report_path, n_seeds, overwrite)
     loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
+    # Everything that depends on the model is checked now, before any work.
+    check_rule(config.selection, loaded.n_layers * loaded.n_heads)
     truth, _ = ground_truth_for(task_obj, loaded)
     if truth is not None:  # a ground truth naming heads the model lacks fails now, not after the run
         truth.validate(loaded.n_layers, loaded.n_heads)
+    seq = int(task_obj.prompts(loaded.tokenizer, 4, seed).positive.shape[1])
+    check_memory(config, ModelSizes.of(loaded, seq), force, what=f"find with --n-score {config.n_score}")
     with progress_display() as bar:
         ids = {stage: bar.add_task(label, total=None) for stage, label in STAGES.items()}
 
@@ -116,14 +124,34 @@ def find(
         _render(payload)
 
 
+def claim_find_outputs(out_dir: Path | None, report_path: Path | None, n_seeds: int, overwrite: bool) -> None:
+    """Create --out and --report's folder, and refuse (unless --overwrite) every file the run would write
+    there that already exists: checked before the model loads."""
+    from circuits.discovery.graph import EXPORT_FORMATS
+    from circuits.report import STABILITY_FIGURES, check_report_path, report_files
+
+    if out_dir is not None:
+        check_writable_dir(out_dir)
+        names = ["result.json", *EXPORT_FORMATS.values()]
+        if n_seeds > 1:
+            names += [f"{key}.png" for key in STABILITY_FIGURES]
+        claim_outputs([out_dir / n for n in names], overwrite)
+    if report_path is not None:
+        if report_path.is_dir():
+            check_report_path(report_path)  # its one-line message for a directory
+        check_writable_dir(report_path.parent, "--report")
+        check_report_path(report_path)
+        claim_outputs(report_files(report_path), overwrite, "--report")
+
+
 def _render(payload: dict[str, Any]) -> None:
-    """Human summary on stderr: the circuit, its evaluation and the timings."""
+    """Human summary on stdout (so `> result.txt` captures it): the circuit, its evaluation, timings."""
     heads = sorted((h for h in payload["heads"] if h["in_circuit"]), key=lambda h: -h["score"])
     ev = payload["evaluation"]
     truth = {tuple(h) for h in ev.get("truth_heads", [])} if ev else None
     title = (f"circuit for {payload['task']} on {payload['model']}: {len(heads)} of "
              f"{len(payload['heads'])} heads")
-    console.print(title, highlight=False)
+    out.print(title, highlight=False)
     table = Table()
     table.add_column("head", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
@@ -134,51 +162,51 @@ def _render(payload: dict[str, Any]) -> None:
         if truth is not None:
             row.append("yes" if (h["layer"], h["head"]) in truth else "[dim]no[/]")
         table.add_row(*row)
-    console.print(table)
+    out.print(table)
     if truth is not None:
         missed = sorted(truth - {(h["layer"], h["head"]) for h in heads})
         if missed:
-            console.print("truth heads not selected: " + " ".join(f"L{l}H{h}" for l, h in missed))
+            out.print("truth heads not selected: " + " ".join(f"L{l}H{h}" for l, h in missed))
     if ev is None:
-        console.print(f"evaluation: {payload['evaluation_note']}")
+        out.print(f"evaluation: {payload['evaluation_note']}")
     else:
         edge = ev.get("edge_roc_auc")
-        console.print(f"node ROC AUC {ev['roc_auc']:.3f}  precision {ev['precision']:.3f}  "
+        out.print(f"node ROC AUC {ev['roc_auc']:.3f}  precision {ev['precision']:.3f}  "
                       f"recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}"
                       + (f"  edge ROC AUC {edge:.3f}" if edge is not None else "")
                       + f"  (truth: {ev['n_truth']} heads, {ev['truth_source']})")
     if payload.get("faithfulness"):
         kept = payload["faithfulness"]["normalized"]
-        console.print(f"faithfulness (mean ablation, normalised): {kept:.3f}")
+        out.print(f"faithfulness (mean ablation, normalised): {kept:.3f}")
     if payload.get("stability"):
         _render_stability(payload["stability"])
     if payload.get("task_file"):
         info = payload["task_file"]
         drops = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in info["dropped"].items())
-        console.print(f"task file: {info['usable_pairs']} of {info['pairs_in_file']} pairs usable"
+        out.print(f"task file: {info['usable_pairs']} of {info['pairs_in_file']} pairs usable"
                       + (f" (dropped: {drops})" if drops else ""))
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in payload["timings"].items())
-    console.print(f"timings: {timings}")
+    out.print(f"timings: {timings}")
     if payload.get("files"):
-        console.print(f"wrote {', '.join(payload['files'].values())}")
+        out.print(f"wrote {', '.join(payload['files'].values())}")
 
 
 def _render_stability(block: dict[str, Any]) -> None:
     """The stability lines of `circuits find`'s summary."""
     jac, size = block["jaccard"], block["circuit_size"]
-    console.print(f"stability over {block['n_seeds']} seeds ({block['varied']}): Jaccard {jac['mean']:.3f} ± "
+    out.print(f"stability over {block['n_seeds']} seeds ({block['varied']}): Jaccard {jac['mean']:.3f} ± "
                   f"{jac['std']:.3f} (min {jac['min']:.3f}), circuit size {size['mean']:.1f} ± "
                   f"{size['std']:.1f}, "
                   f"{len(block['core_heads'])} heads in every circuit, {len(block['union_heads'])} in any"
                   + (f", score Spearman {block['score_spearman_mean']:.3f}"
                      if block.get("score_spearman_mean") is not None else ""))
     mean, std = block.get("evaluation_mean"), block.get("evaluation_std")
-    if mean:
+    if mean and std:
         parts = [f"{k} {mean[k]:.3f} ± {std[k]:.3f}" for k in mean if mean[k] is not None]
-        console.print("evaluation over seeds: " + "  ".join(parts))
+        out.print("evaluation over seeds: " + "  ".join(parts))
     freq = block["inclusion_frequency"]
     unstable = sorted(((f, l, h) for l, row in enumerate(freq) for h, f in enumerate(row) if 0 < f < 1),
                       reverse=True)
     if unstable:
         shown = ", ".join(f"L{l}H{h} {f:.2f}" for f, l, h in unstable[:8])
-        console.print(f"heads in some but not all circuits: {shown}" + (" ..." if len(unstable) > 8 else ""))
+        out.print(f"heads in some but not all circuits: {shown}" + (" ..." if len(unstable) > 8 else ""))

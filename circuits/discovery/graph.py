@@ -65,7 +65,7 @@ def export_graph(graph: nx.DiGraph, directory: Path) -> dict[str, str]:
     """Write every export format into `directory` (atomically); returns format -> path."""
     directory = Path(directory)
     written = {}
-    writers: dict[str, Callable[[str], None]] = {
+    writers: dict[str, Callable[[str], object]] = {
         "graphml": lambda p: nx.write_graphml(graph, p),
         "gexf": lambda p: nx.write_gexf(graph, p),
         "json": lambda p: Path(p).write_text(json.dumps(nx.node_link_data(graph, edges="edges"))),

@@ -97,7 +97,8 @@ def circuit_figure(payload: dict[str, Any]) -> ReportFigure:
         (la, ha), (lb, hb) = e["source"], e["target"]
         w = e["score"] / top
         ax.plot([ha, hb], [la, lb], color="#e76f51", alpha=0.15 + 0.6 * w, lw=0.5 + 3 * w, zorder=1)
-    layer_idx, head_idx = np.indices(scores.shape)
+    grid = np.indices(scores.shape)  # [2, layer, head]
+    layer_idx, head_idx = grid[0], grid[1]
     off = ~selected
     ax.scatter(head_idx[off], layer_idx[off], s=60, c="#d9d9d9", edgecolors="#9e9e9e", zorder=2)
     vmax = scores.max() if scores.max() > 0 else 1.0
@@ -171,7 +172,7 @@ def roc_figure(payload: dict[str, Any]) -> ReportFigure | None:
     ax.plot([0, 1], [0, 1], ls="--", color="#9e9e9e", lw=1, label="chance")
     n_total = int(payload["n_layers"]) * int(payload["n_heads"])
     n_truth, n_sel, tp = ev.get("n_truth"), ev.get("n_selected"), ev.get("true_positives")
-    if None not in (n_truth, n_sel, tp) and 0 < n_truth < n_total:
+    if n_truth is not None and n_sel is not None and tp is not None and 0 < n_truth < n_total:
         ax.plot((n_sel - tp) / (n_total - n_truth), tp / n_truth, "o", color="#e76f51", ms=8,
                 label="selected circuit")
     ax.set_xlim(-0.02, 1.02)
@@ -407,6 +408,16 @@ def render_html(payload: dict[str, Any], figures: list[ReportFigure]) -> str:
     title = _esc(f"circuits: {payload['task']} on {payload['model']}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+STABILITY_FIGURES = ("stability_inclusion", "stability_jaccard")
+FIGURES = ("circuit", "heatmap", "roc", *STABILITY_FIGURES)  # keys of build_figures, in page order
+
+
+def report_files(path: Path) -> list[Path]:
+    """Every file write_report may write for `path`: the page and `<stem>.<figure>.png` beside it."""
+    path = Path(path)
+    return [path, *(path.with_name(f"{path.stem}.{key}.png") for key in FIGURES)]
 
 
 def check_report_path(path: Path) -> Path:

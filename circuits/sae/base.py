@@ -156,6 +156,8 @@ class SAE(nn.Module):
 
     arch: ClassVar[str] = ""
 
+    input_scale: Tensor  # buffer [groups]: inputs are multiplied by it before encoding
+
     def __init__(self, cfg: SAEConfig, seed: int = 0):
         super().__init__()
         if cfg.arch != self.arch:
@@ -195,7 +197,7 @@ class SAE(nn.Module):
     # ---- the shared interface ------------------------------------------------------------------
     def pre_acts(self, x_n: Tensor) -> Tensor:
         """Encoder pre-activations of normalised input x_n [g, b, d_in] -> [g, b, d_sae]."""
-        bias = self.b_enc  # [g, d_sae]
+        bias: Tensor = self.b_enc  # [g, d_sae]
         if self.cfg.apply_b_dec_to_input:
             # (x - b_dec) W_enc = x W_enc - b_dec W_enc: folding b_dec into the bias keeps the input out of
             # the autograd graph, so backward skips a [g, b, d_sae] x [g, d_sae, d_in] product per step.

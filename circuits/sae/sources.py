@@ -433,7 +433,7 @@ def token_batches(
     path: Path, tokenizer: Any, context_size: int, n_contexts: int, text_field: str = "text"
 ) -> Tensor:
     """The first n_contexts full contexts of a corpus as tokens [n, context_size] (for evaluation)."""
-    out = []
+    out: list[list[int]] = []
     for ctx in iter_token_contexts(path, tokenizer, context_size, text_field):
         if len(ctx) != context_size and out:
             break

@@ -65,6 +65,7 @@ class TopKSAE(SAE):
 
 class BatchTopKSAE(TopKSAE):
     arch = "batchtopk"
+    threshold: Tensor  # buffer [groups]: the inference threshold; < 0 until training sets it
     synced_buffers = ("threshold",)  # averaged across DDP ranks by the trainer
 
     def _init_extra(self, gen: torch.Generator) -> None:

@@ -22,6 +22,7 @@ import torch
 from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
 from circuits.models import MANIFEST_FILE, ZOO_DIR, save_checkpoint
+from circuits.tokenizer import WordTokenizer
 from circuits.zoo.data import (
     CHUNKS_PER_SEED,
     NEGATIVE_ANSWER_SETS,
@@ -157,6 +158,7 @@ def write_model_dir(out_dir: Path, result: TrainResult, manifest: dict[str, Any]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     try:
+        assert isinstance(result.tokenizer, WordTokenizer), "zoo models use the task's word tokenizer"
         save_checkpoint(tmp, result.model, result.tokenizer, manifest)
         tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
         for path in tmp.iterdir():
