@@ -278,6 +278,11 @@ def test_scaled_ground_truth_search_finds_the_planted_circuit(ablation: str) -> 
         "head_sets_scored"]
     with pytest.raises(CircuitsError, match="edges"):
         find_ground_truth(model, task, prompts, edges=True, ablation="resample")
+    ranking = [(e["layer"], e["head"]) for e in sorted(result.single_head_effects, key=lambda e: -e["drop"])]
+    given = find_ground_truth(model, task, prompts, edges=False, backward_max_heads=0, ablation=ablation,
+                              seed=3, ranking=ranking)
+    assert given.truth.heads == result.truth.heads and given.single_head_effects == []
+    assert given.search["head_sets_scored"] < result.search["head_sets_scored"]
 
 
 def test_metric_under_masks_unembeds_the_last_position_like_the_full_forward() -> None:
@@ -390,10 +395,13 @@ def test_corrupt_or_missing_files_give_model_load_error(built: tuple[Path, dict]
 
 # ---------------------------------------------------------------- the shipped models
 
-SHIPPED = [n for n in ("tiny-ioi", "tiny-greaterthan", "tiny-docstring") if n in zoo_names()]
+SHIPPED = ["tiny-ioi", "tiny-greaterthan", "tiny-docstring"]
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no zoo models shipped in this checkout yet")
+def test_the_three_task_models_are_shipped() -> None:
+    assert set(SHIPPED) <= set(zoo_names())
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_load_with_ground_truth(name: str) -> None:
     from tasks import get_task

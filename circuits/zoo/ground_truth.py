@@ -153,24 +153,27 @@ def find_ground_truth(model: HookedTransformer, task: Task, prompts: PromptSet, 
                       edge_threshold: float = 0.02, max_rows: int = 1024,
                       method_notes: dict[str, Any] | None = None, progress: Progress | None = None,
                       threads: int | None = 1, ablation: AblationMethod = "mean", seed: int = 0,
-                      backward_max_heads: int = 64) -> GroundTruthResult:
+                      backward_max_heads: int = 64, ranking: list[Head] | None = None) -> GroundTruthResult:
     """Search the smallest valid head set of `model` on `task` (see the module docstring).
 
     ablation / seed: the intervention on heads outside the set (`circuits.ablation.reference_z`);
     edges need a mean or zero reference (one value per position).
+    ranking: every head, most important first, to search along instead of this run's own single-head
+    ablations (skipped then: on a large model they cost about heads / 2 passes), e.g. the ranking of a
+    search on the same prompts under another ablation.
     """
     if edges and ablation not in ("mean", "zero"):
         raise CircuitsError(f"ground-truth edges are measured under mean or zero ablation, not '{ablation}' "
                             f"(pass edges=False)")
     with torch_threads(threads):
         return _find(model, task, prompts, threshold, pool_size, max_exhaustive, edges, edge_threshold,
-                     max_rows, method_notes, progress, ablation, seed, backward_max_heads)
+                     max_rows, method_notes, progress, ablation, seed, backward_max_heads, ranking)
 
 
 def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: float, pool_size: int,
           max_exhaustive: int, edges: bool, edge_threshold: float, max_rows: int,
           method_notes: dict[str, Any] | None, progress: Progress | None, ablation: AblationMethod,
-          seed: int, backward_max_heads: int) -> GroundTruthResult:
+          seed: int, backward_max_heads: int, given_ranking: list[Head] | None) -> GroundTruthResult:
     def tell(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress(stage, done, total)
@@ -198,14 +201,20 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
     def valid(score: float) -> bool:
         return normalized(score) >= threshold and score / full >= threshold
 
-    tell("single-head ablations", 0, 1)
     heads = sorted(every)
-    singles = scorer([every - {h} for h in heads])
-    single_effects = [{"layer": layer, "head": h, "score_when_ablated": s, "drop": full - s,
-                       "normalized_drop": (full - s) / (full - empty)}
-                      for (layer, h), s in zip(heads, singles, strict=True)]
-    ranking = [heads[i] for i in sorted(range(len(heads)), key=lambda i: (-(full - singles[i]), i))]
-    lap("single-head ablations")
+    single_effects: list[dict[str, Any]] = []
+    if given_ranking is not None:
+        ranking = [(int(layer), int(h)) for layer, h in given_ranking]
+        if sorted(ranking) != heads:
+            raise CircuitsError("a given ranking must list every head of the model exactly once")
+    else:
+        tell("single-head ablations", 0, 1)
+        singles = scorer([every - {h} for h in heads])
+        single_effects = [{"layer": layer, "head": h, "score_when_ablated": s, "drop": full - s,
+                           "normalized_drop": (full - s) / (full - empty)}
+                          for (layer, h), s in zip(heads, singles, strict=True)]
+        ranking = [heads[i] for i in sorted(range(len(heads)), key=lambda i: (-(full - singles[i]), i))]
+        lap("single-head ablations")
 
     exhaustive = len(heads) <= backward_max_heads
     backward: frozenset[Head] | None = None
@@ -301,6 +310,7 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
         if edges else "not measured",
         "edge_threshold": edge_threshold if edges else None,
         "normalized_faithfulness": faith.normalized, "ratio": faith.ratio,
+        "ranking": "this run's single-head ablations" if given_ranking is None else "given by the caller",
         **(method_notes or {}),
     }
     truth = GroundTruth(heads=tuple(sorted(best)), edges=tuple(sorted(edge_list)), source="ablation",
