@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ def find(
             result = find_circuit(task_obj, loaded, config, progress=report)
     if hasattr(task_obj, "summary"):  # task files: pairs used and dropped
         result.extra["task_file"] = task_obj.summary()
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun every rank holds the same result: rank 0 alone writes and prints
     payload = result.to_json()
     if out_dir is not None:
         payload["files"] = export_graph(result.graph, out_dir)
