@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.cli.compare import compare
 from circuits.cli.evaluate import evaluate
+from circuits.cli.find import find
 from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
 from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError
@@ -30,6 +32,7 @@ def make_app() -> typer.Typer:
     app = typer.Typer()
     app.command()(compare)
     app.command()(evaluate)
+    app.command()(find)
     return app
 
 
@@ -141,6 +144,25 @@ def test_compare_command_prints_json_and_writes_plot(ioi_model_dir, tmp_path):
     assert table.exit_code == 0 and "EAP" in table.output and "±" in table.output  # resample: 2 seeds
 
 
+def test_compare_sae_runs_are_circuits_find_runs(ioi_model_dir):
+    """With --vary-prompts, compare's SAE run for seed s is `circuits find --seed s` (default config):
+    same node AUC, same selected heads, seed by seed."""
+    res = run_cli("compare", "--task", "ioi", "--model", str(ioi_model_dir), "--methods", "sae",
+                  "--seeds", "2", "--vary-prompts", "--n-score", "16", "--json")
+    assert res.exit_code == 0, res.output
+    sae = json.loads(res.stdout)["methods"]["sae"]
+    assert sae["seeds"] == [0, 1]
+    finds = []
+    for seed in (0, 1):
+        out = run_cli("find", "--task", "ioi", "--model", str(ioi_model_dir), "--n-score", "16",
+                      "--seed", str(seed), "--json")
+        assert out.exit_code == 0, out.output
+        finds.append(json.loads(out.stdout))
+    assert sae["node_roc_auc"]["values"] == [f["evaluation"]["roc_auc"] for f in finds]
+    assert [run["selected"] for run in sae["runs"]] == [f["circuit"] for f in finds]
+    assert [run["precision"] for run in sae["runs"]] == [f["evaluation"]["precision"] for f in finds]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--methods", "sae,hisp"], "unknown method"),
     (["--seeds", "0"], "--seeds must be at least 1"),
@@ -215,17 +237,22 @@ def test_evaluate_rejects_heads_outside_the_model_and_bad_options(ioi_model_dir,
 @pytest.mark.slow
 def test_compare_on_the_bundled_ioi_model():
     """All four methods on tiny-ioi, whose ground truth comes from mean ablation: single-head mean
-    ablation (patching) must rank that truth well; every method gets a defined node AUC."""
-    from circuits.models import load_model, zoo_names
+    ablation (patching) must rank that truth well; every method gets a node AUC; the SAE method's
+    per-seed results are those of find_circuit with the same prompts and SAE seed."""
+    from circuits.discovery.pipeline import find_circuit
+    from circuits.models import load_model
 
-    if "tiny-ioi" not in zoo_names():
-        pytest.skip("tiny-ioi is not shipped in this checkout")
     task = get_task("ioi")
     loaded = load_model("tiny-ioi", task)
-    config = CompareConfig(seeds=2, find=FindConfig(n_train=10, n_score=60), acdc_prompts=20)
+    find_config = FindConfig(n_train=10, n_score=60)
+    config = CompareConfig(seeds=2, find=find_config, acdc_prompts=20)
     report = compare_methods(task, loaded, config)
     for name, m in report["methods"].items():
         assert m["node_roc_auc"] is not None and 0.0 <= m["node_roc_auc"]["mean"] <= 1.0, name
     methods = report["methods"]
+    singles = [find_circuit(task, loaded, replace(find_config, sae_seed=s)) for s in (0, 1)]
+    assert methods["sae"]["node_roc_auc"]["values"] == [r.evaluation["roc_auc"] for r in singles]
+    assert [run["selected"] for run in methods["sae"]["runs"]] == [sorted(r.circuit) for r in singles]
+    assert 0.55 < methods["sae"]["node_roc_auc"]["mean"] < 0.85  # README: 0.693 +- 0.032 at n_score 250
     assert methods["patching-mean"]["node_roc_auc"]["mean"] >= 0.8
     assert methods["acdc"]["forward_passes"]["mean"] > methods["eap"]["forward_passes"]["mean"]

@@ -68,12 +68,24 @@ def test_shared_sae_never_scores_constant_heads(planted):
 
 
 def test_same_seed_same_circuit_and_other_seed_runs(planted):
-    task, loaded, _ = planted
+    task, loaded, heads = planted
     a = find_circuit(task, loaded, FindConfig(seed=3, **FAST))
     b = find_circuit(task, loaded, FindConfig(seed=3, **FAST))
     assert torch.equal(a.node_scores, b.node_scores)
     assert a.circuit == b.circuit
     assert a.edge_scores == b.edge_scores
+    assert a.to_json()["heads"] == b.to_json()["heads"]
+    # Another seed draws other prompts and another SAE: other scores, the same planted heads on top.
+    n = FAST["n_train"] + FAST["n_score"]
+    assert not torch.equal(task.prompts(loaded.tokenizer, n, 3).positive,
+                           task.prompts(loaded.tokenizer, n, 4).positive)
+    c = find_circuit(task, loaded, FindConfig(seed=4, **FAST))
+    assert c.to_json()["config"]["seed"] == 4 and a.to_json()["config"]["seed"] == 3
+    assert not torch.equal(a.node_scores, c.node_scores)
+    assert a.edge_scores != c.edge_scores
+    assert c.evaluation["roc_auc"] == a.evaluation["roc_auc"] == 1.0
+    ranked = torch.argsort(c.node_scores.reshape(-1), descending=True)[:len(heads)]
+    assert {divmod(int(i), loaded.n_heads) for i in ranked} == heads
 
 
 def test_result_json_has_every_field(planted):
