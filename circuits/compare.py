@@ -7,6 +7,12 @@ patching with its draws seeded by s) and are reported as mean ± std; the determ
 patching, EAP, ACDC) run once. With `vary_prompts`, seed s also draws the prompts and every method runs
 for every seed, so the spread includes prompt sampling. Every method is scored by the same functions
 (circuits.evaluation.metrics) and its circuit is chosen by the same label-free rule on its own node scores.
+
+Every method's node ranking is also scored without any ground truth, by MIB's CPR and CMD
+(`circuits.evaluation.mib`: counterfactual and mean interventions, on the first `mib_prompts` scoring
+prompts, a random ranking as the floor), and the methods' rankings are compared with each other (Spearman
+rank correlation of their first run's node scores). So a model without a ground truth is compared too; with
+one, node AUC is reported against it and, when the model ships one, against its resample-ablation circuit.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ from circuits.discovery.config import FindConfig
 from circuits.discovery.pipeline import find_circuit, ground_truth_for, split_prompts
 from circuits.errors import CircuitsError, did_you_mean
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
+from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores
+from circuits.jsonio import read_json
 from circuits.methods import BASELINES, SELECTION_NOTE, run_baseline
 from circuits.models import LoadedModel
 from circuits.progress import Progress
-from tasks.base import Task
+from tasks.base import GroundTruth, Task
 
 SAE = "sae"
 METHODS = (SAE, *BASELINES)
 STOCHASTIC = (SAE, "patching-resample")
 GROUPS = {"patching": ("patching-mean", "patching-resample")}
 DEFAULT_METHODS = "sae,patching,eap,acdc"
+ALTERNATIVE_TRUTHS = ("resample",)  # shipped beside a model's mean-ablation ground truth
 LABELS = {SAE: "discrete SAE", "patching-mean": "patching (mean)", "patching-resample": "patching (resample)",
           "eap": "EAP", "acdc": "ACDC"}
 
@@ -65,9 +74,13 @@ class CompareConfig:
     acdc_distance: str = "kl"
     selection: str = "otsu"
     vary_prompts: bool = False
+    mib_prompts: int = 50  # CPR/CMD on the first N scoring prompts (0: not computed)
+    mib_random: int = 3  # random rankings behind the floor
 
     def validate(self) -> None:
         self.find.validate()
+        if self.mib_prompts < 0 or self.mib_random < 0:
+            raise CircuitsError("--mib-prompts and --mib-random must be zero or more")
         if self.seeds < 1:
             raise CircuitsError(f"--seeds must be at least 1, got {self.seeds}")
         if self.acdc_prompts < 1:
@@ -115,18 +128,34 @@ def _summary(values: list[float | None]) -> dict[str, Any] | None:
             "values": [float(v) for v in arr]}
 
 
+def alternative_truths(task: Task, loaded: LoadedModel) -> dict[str, GroundTruth]:
+    """Ground truths the model ships beside its main one, by name (e.g. "resample": the circuit under
+    resample ablation that `benchmarks/smollm2_ground_truth.py` stores in the task's entry)."""
+    from circuits.models.gguf import GROUND_TRUTH_DIR
+
+    path = GROUND_TRUTH_DIR / f"{loaded.name}.json"
+    if not path.is_file():
+        return {}
+    entry = read_json(path, expect_object=True).get(task.name)
+    if not isinstance(entry, dict):
+        return {}
+    return {name: GroundTruth.from_dict(entry[name]) for name in ALTERNATIVE_TRUTHS
+            if isinstance(entry.get(name), dict)}
+
+
 def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Run every method for every seed and score them identically -> one JSON-ready object."""
     config.validate()
     truth, note = ground_truth_for(task, loaded)
-    if truth is None:
-        raise CircuitsError(f"{note}: comparing methods needs a ground truth "
-                            f"(try --model tiny-{task.name})")
+    truths: dict[str, GroundTruth] = {} if truth is None else {"mean": truth}
+    if truth is not None:
+        truths.update(alternative_truths(task, loaded))
     L, H = loaded.n_layers, loaded.n_heads
     seeds = [config.find.seed + i for i in range(config.seeds)]
     methods: dict[str, Any] = {}
     curves: dict[str, dict[str, list[float]] | None] = {}
+    rankings: dict[str, Any] = {}  # "method#seed" -> node scores [layer, head]
     for m in config.methods:
         runs = []
         method_seeds = seeds if m in STOCHASTIC or config.vary_prompts else seeds[:1]
@@ -134,13 +163,20 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
             if progress:
                 progress(m, i, len(method_seeds))
             run = _one_run(m, task, loaded, config, seed)
-            ev = evaluate_heads(run["node_scores"], run["selected"], truth)
-            ev["edge_roc_auc"] = (edge_auc(run["edge_scores"], truth, L, H)
-                                  if run["edge_scores"] is not None else None)
-            runs.append({"seed": seed, **ev, "seconds": run["seconds"], "forward_passes": run["forward"],
-                         "backward_passes": run["backward"], "selected": sorted(run["selected"]),
-                         "details": run["details"]})
-            if i == 0:
+            rankings[f"{m}#{seed}"] = run["node_scores"]
+            ev: dict[str, Any] = {}
+            if truth is not None:
+                ev = evaluate_heads(run["node_scores"], run["selected"], truth)
+                ev["edge_roc_auc"] = (edge_auc(run["edge_scores"], truth, L, H)
+                                      if run["edge_scores"] is not None else None)
+                for name, alt in truths.items():
+                    if name != "mean":
+                        alt_ev = evaluate_heads(run["node_scores"], run["selected"], alt)
+                        ev[f"roc_auc_{name}"] = alt_ev["roc_auc"]
+            runs.append({"seed": seed, **ev, "n_selected": len(run["selected"]), "seconds": run["seconds"],
+                         "forward_passes": run["forward"], "backward_passes": run["backward"],
+                         "selected": sorted(run["selected"]), "details": run["details"]})
+            if i == 0 and truth is not None:
                 curves[m] = roc_curve_points(run["node_scores"], truth)
         if progress:
             progress(m, len(method_seeds), len(method_seeds))
@@ -148,17 +184,20 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
             "label": LABELS[m],
             "stochastic": m in STOCHASTIC,
             "seeds": method_seeds,
-            "node_roc_auc": _summary([r["roc_auc"] for r in runs]),
-            "edge_roc_auc": _summary([r["edge_roc_auc"] for r in runs]),
-            "precision": _summary([r["precision"] for r in runs]),
-            "recall": _summary([r["recall"] for r in runs]),
-            "f1": _summary([r["f1"] for r in runs]),
+            "node_roc_auc": _summary([r.get("roc_auc") for r in runs]),
+            **{f"node_roc_auc_{name}": _summary([r.get(f"roc_auc_{name}") for r in runs])
+               for name in truths if name != "mean"},
+            "edge_roc_auc": _summary([r.get("edge_roc_auc") for r in runs]),
+            "precision": _summary([r.get("precision") for r in runs]),
+            "recall": _summary([r.get("recall") for r in runs]),
+            "f1": _summary([r.get("f1") for r in runs]),
             "n_selected": _summary([r["n_selected"] for r in runs]),
             "seconds": _summary([r["seconds"] for r in runs]),
             "forward_passes": _summary([r["forward_passes"] for r in runs]),
             "backward_passes": _summary([r["backward_passes"] for r in runs]),
             "runs": runs,
         }
+    mib = _mib(task, loaded, config, rankings, methods)
     return {
         "task": task.name,
         "model": loaded.name,
@@ -166,8 +205,14 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
         "n_heads": H,
         "seeds": seeds,
         "config": {**asdict(config), "methods": list(config.methods)},
-        "ground_truth": {"source": truth.source, "n_heads": len(truth.heads), "n_edges": len(truth.edges)},
+        "ground_truth": None if truth is None else
+        {"source": truth.source, "n_heads": len(truth.heads), "n_edges": len(truth.edges),
+         "others": {name: {"source": t.source, "n_heads": len(t.heads)} for name, t in truths.items()
+                    if name != "mean"}},
+        "ground_truth_note": note,
         "methods": methods,
+        "mib": mib,
+        "agreement": _agreement(config.methods, rankings, seeds),
         "roc_curves": curves,
         "notes": {
             "selection": SELECTION_NOTE + f" (rule: {config.selection})",
@@ -178,9 +223,50 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
             "acdc": f"ACDC on the first {config.acdc_prompts} scoring prompts, distance "
                     f"{config.acdc_distance}, head-level graph (one edge covers q, k and v)",
             "seconds": "wall clock of each method alone (prompt building excluded)",
+            "mib": (f"CPR / CMD on the first {config.mib_prompts} scoring prompts; "
+                    f"{mib['definition']}") if mib else "not computed (--mib-prompts 0)",
+            "agreement": "Spearman rank correlation between methods' node scores (each method's first run)",
+            "node_roc_auc_resample": "node ROC AUC against the circuit found under resample ablation "
+                                     "(shipped beside the mean-ablation ground truth)",
             **DEFINITIONS,
         },
     }
+
+
+def _mib(task: Task, loaded: LoadedModel, config: CompareConfig, rankings: dict[str, Any],
+         methods: dict[str, Any]) -> dict[str, Any] | None:
+    """CPR / CMD of every run's ranking (one batched call per intervention); summaries into `methods`."""
+    if config.mib_prompts == 0 or not rankings:
+        return None
+    prompts = task.prompts(loaded.tokenizer, config.find.n_train + config.find.n_score, config.find.seed)
+    _, score_set = split_prompts(prompts, config.find.n_train)
+    score_set = score_set.subset(slice(0, min(len(score_set), config.mib_prompts)))
+    result = mib_scores(loaded.model, task, score_set, rankings, INTERVENTIONS, n_random=config.mib_random,
+                        seed=config.find.seed)
+    for m, entry in methods.items():
+        for intervention, res in result["interventions"].items():
+            runs = [res["rankings"][f"{m}#{seed}"] for seed in entry["seeds"]]
+            for key in ("cpr", "cmd"):
+                entry[f"{key}_{intervention}"] = _summary([r[key] for r in runs])
+            for r, run in zip(runs, entry["runs"], strict=True):
+                run[f"mib_{intervention}"] = r
+    result["random"] = {i: {k: res["rankings"][RANDOM][k] for k in ("cpr", "cmd", "cpr_std", "cmd_std")}
+                        for i, res in result["interventions"].items() if RANDOM in res["rankings"]}
+    return result
+
+
+def _agreement(methods: tuple[str, ...], rankings: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    """Spearman correlation of node scores between every pair of methods (first run of each)."""
+    from scipy.stats import spearmanr
+
+    first = {m: rankings[f"{m}#{seeds[0]}"].reshape(-1).double().numpy() for m in methods}
+    out: dict[str, Any] = {}
+    for a in methods:
+        for b in methods:
+            if a < b:
+                rho = spearmanr(first[a], first[b]).statistic
+                out[f"{a}|{b}"] = None if np.isnan(rho) else float(rho)
+    return {"spearman": out}
 
 
 def _seed_note(config: CompareConfig) -> str:

@@ -89,6 +89,15 @@ def test_compare_scores_every_method_on_the_same_ground_truth(planted):
     assert methods["eap"]["backward_passes"]["mean"] == pytest.approx(1.0)
     assert methods["patching-mean"]["forward_passes"]["mean"] == pytest.approx(1 + 2 + 8)
     assert methods["sae"]["forward_passes"]["mean"] == pytest.approx((10 + 48) / 24)
+    # CPR / CMD need no ground truth: every method puts the two planted heads first, the random floor does not
+    floor = report["mib"]["random"]
+    for intervention in ("counterfactual", "mean"):
+        for name, m in methods.items():
+            assert len(m[f"cpr_{intervention}"]["values"]) == len(m["seeds"]), name
+            assert m[f"cpr_{intervention}"]["mean"] > floor[intervention]["cpr"], name
+            assert m[f"cmd_{intervention}"]["mean"] < floor[intervention]["cmd"], name
+            assert "mib_" + intervention in m["runs"][0]
+    assert set(report["agreement"]["spearman"]) >= {"eap|sae", "acdc|eap", "patching-mean|patching-resample"}
     json.dumps(report, default=list)  # JSON-ready
 
 
@@ -101,11 +110,38 @@ def test_deterministic_methods_run_once_unless_asked(planted):
     assert len(report["methods"]["patching-resample"]["node_roc_auc"]["values"]) == 3
 
 
-def test_compare_needs_ground_truth(toy_task):
+def test_compare_without_ground_truth_reports_cpr_cmd_and_agreement(toy_task):
     tok = toy_task.word_tokenizer()
-    loaded = LoadedModel(model=tiny_model(tok.vocab_size), tokenizer=tok, name="random:toy")
-    with pytest.raises(CircuitsError, match="needs a ground truth"):
-        compare_methods(toy_task, loaded, CompareConfig(methods=("eap",), seeds=1, find=FAST_FIND))
+    model = tiny_model(tok.vocab_size)
+    plant_heads(model, PLANTED)
+    loaded = LoadedModel(model=model, tokenizer=tok, name="random:toy")
+    report = compare_methods(toy_task, loaded, CompareConfig(methods=("eap", "patching-mean"), seeds=1,
+                                                             find=FAST_FIND, mib_random=5))
+    assert report["ground_truth"] is None and "random weights" in report["ground_truth_note"]
+    for m in report["methods"].values():
+        assert m["node_roc_auc"] is None and m["precision"] is None
+        assert m["cpr_counterfactual"]["mean"] > report["mib"]["random"]["counterfactual"]["cpr"]
+        assert m["seconds"]["mean"] > 0
+    assert report["mib"]["n_prompts"] == 24 and report["roc_curves"] == {}
+    rho = report["agreement"]["spearman"]["eap|patching-mean"]
+    assert rho is not None and -1 <= rho <= 1
+
+
+def test_compare_reports_auc_against_the_shipped_resample_ground_truth_too(planted, tmp_path, monkeypatch):
+    import circuits.models.gguf as gguf
+
+    task, loaded, heads = planted
+    resample = GroundTruth(heads=((0, 1), (1, 3), (1, 0)), source="ablation")
+    mean = GroundTruth(heads=tuple(sorted(heads)), source="ablation")
+    (tmp_path / f"{loaded.name}.json").write_text(json.dumps({task.name: {**mean.to_dict(),
+                                                                          "resample": resample.to_dict()}}))
+    monkeypatch.setattr(gguf, "GROUND_TRUTH_DIR", tmp_path)
+    report = compare_methods(task, loaded, CompareConfig(methods=("eap",), seeds=1, find=FAST_FIND,
+                                                         mib_prompts=0))
+    eap = report["methods"]["eap"]
+    assert eap["node_roc_auc"]["mean"] == 1.0
+    assert 0.5 < eap["node_roc_auc_resample"]["mean"] < 1.0  # (1, 0) does nothing in the planted model
+    assert report["ground_truth"]["others"]["resample"]["n_heads"] == 3 and report["mib"] is None
 
 
 def test_roc_plot_is_a_png_written_atomically(planted, tmp_path):
