@@ -108,18 +108,27 @@ def _pm(summary: dict[str, Any] | None, digits: int = 3) -> str:
 
 def _render_compare(result: dict[str, Any]) -> None:
     truth = result["ground_truth"]
-    table = Table(title=f"{result['task']} on {result['model']}: {len(result['seeds'])} seed(s), "
-                        f"ground truth {truth['n_heads']} heads / {truth['n_edges']} edges "
-                        f"({truth['source']})",
+    gt = ("no ground truth (CPR/CMD only)" if truth is None else
+          f"ground truth {truth['n_heads']} heads / {truth['n_edges']} edges ({truth['source']})")
+    table = Table(title=f"{result['task']} on {result['model']}: {len(result['seeds'])} seed(s), {gt}",
                   box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-                  caption="mean (±std over seeds); |C|: heads selected; sec: wall clock; fwd/bwd: passes "
-                          "over the scoring prompts")
-    for col in ("method", "node\nAUC", "edge\nAUC", "prec.", "recall", "F1", "|C|", "sec", "fwd", "bwd"):
+                  caption="mean (±std over seeds); AUC rs: vs the resample-ablation circuit; CPR/CMD cf, "
+                          "mean: MIB areas under counterfactual / mean ablation; |C|: heads selected; sec: "
+                          "wall clock; fwd/bwd: passes over the scoring prompts")
+    for col in ("method", "node\nAUC", "AUC\nrs", "edge\nAUC", "prec.", "recall", "F1", "CPR\ncf", "CMD\ncf",
+                "CPR\nmean", "CMD\nmean", "|C|", "sec", "fwd", "bwd"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for m in result["methods"].values():
-        table.add_row(m["label"], _pm(m["node_roc_auc"]), _pm(m["edge_roc_auc"]), _pm(m["precision"], 2),
-                      _pm(m["recall"], 2), _pm(m["f1"], 2), _pm(m["n_selected"], 1), _pm(m["seconds"], 1),
-                      _pm(m["forward_passes"], 0), _pm(m["backward_passes"], 0))
+        table.add_row(m["label"], _pm(m["node_roc_auc"]), _pm(m.get("node_roc_auc_resample")),
+                      _pm(m["edge_roc_auc"]), _pm(m["precision"], 2), _pm(m["recall"], 2), _pm(m["f1"], 2),
+                      *(_pm(m.get(f"{k}_{i}")) for i in ("counterfactual", "mean") for k in ("cpr", "cmd")),
+                      _pm(m["n_selected"], 1), _pm(m["seconds"], 1), _pm(m["forward_passes"], 0),
+                      _pm(m["backward_passes"], 0))
+    floor = (result.get("mib") or {}).get("random") or {}
+    if floor:
+        table.add_row("random ranking", "", "", "", "", "", "",
+                      *(f"{floor[i][k]:.3f}" if i in floor else "—" for i in ("counterfactual", "mean")
+                        for k in ("cpr", "cmd")), "", "", "", "")
     console.print(table)
     notes = result["notes"]
     console.print(f"selection: {notes['selection']}", highlight=False)
