@@ -30,8 +30,9 @@ def atomic_write(path: Path | str, writer: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        os.chmod(tmp, _default_mode())
         writer(tmp)
+        # After the writer: some writers (safetensors) replace the file and give it mode 0o600 themselves.
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

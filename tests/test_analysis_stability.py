@@ -111,7 +111,7 @@ def test_cli_find_seeds_json_and_summary(tmp_path):
     assert json.loads((out / "result.json").read_text())["stability"]["n_seeds"] == 2
 
     # Human summary (from the saved run, rendered without recomputing) shows the stability lines.
-    from circuits.cli.common import console
+    from circuits.cli.common import out as console
     from circuits.cli.find import _render
 
     with console.capture() as cap:

@@ -56,7 +56,7 @@ def _assert_clean_error(result, fragment: str) -> None:
     (["--task", "ioi", "--model", "random:attn-only-4l", "--n-score", "-3"], "n-score"),
     (["--task", "ioi", "--model", "random:attn-only-4l", "--hook", "q"], "unknown hook"),
     (["--task", "ioi", "--model", "random:attn-only-4l", "--position", "first"], "unknown position"),
-    (["--task", "ioi", "--model", "random:attn-only-4l", "--n-score", "100000000"], "prompts"),
+    (["--task", "ioi", "--model", "random:attn-only-4l", "--n-score", "100000000"], "--n-score"),
 ])
 def test_bad_input_is_one_clean_line(args, fragment):
     _assert_clean_error(run("find", *args), fragment)

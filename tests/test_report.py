@@ -119,8 +119,9 @@ def test_cli_find_report_and_report_command(tmp_path):
 
     for args, fragment in [(["report", str(tmp_path / "nowhere")], "does not exist"),
                            (["report", str(out), "--out", str(tmp_path)], "is a directory"),
+                           (["report", str(out)], "already exist"),  # never overwritten silently
                            (["find", "--task", "ioi", "--model", "random:attn-only-4l", "--report",
-                             str(tmp_path / "no" / "dir" / "r.html")], "does not exist")]:
+                             str(page)], "already exist")]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert fragment in result.output and "Traceback" not in result.output

@@ -1,10 +1,4 @@
-"""`circuits compare` and `circuits evaluate`: plain functions that circuits/cli.py registers.
-
-    app.command()(compare)
-    app.command()(evaluate)
-
-They only parse, call the library (circuits.methods) and render.
-"""
+"""`circuits compare`: parse, call the library (circuits.compare) and render."""
 
 from __future__ import annotations
 
@@ -19,12 +13,13 @@ from rich.table import Table
 from circuits.atomic import atomic_write_text
 from circuits.cli.common import (
     check_writable_dir,
+    claim_outputs,
     config_option,
-    console,
     print_json,
     progress_display,
     user_errors,
 )
+from circuits.cli.common import out as results  # tables on stdout, progress on stderr
 from circuits.discovery.config import FindConfig
 
 ABLATIONS = ("mean", "resample", "zero")
@@ -49,9 +44,17 @@ def compare(
                                   help="label-free rule on each method's scores: otsu | positive | top:K"),
     out: Path | None = typer.Option(None, help="directory for compare.json and roc.png"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="replace existing output files (atomically); default: refuse"),
+    force: bool = typer.Option(False, "--force", help="run even when the memory estimate exceeds what is "
+                                                      "available"),
 ) -> None:
     """Compare the discrete-SAE method with activation patching, EAP and ACDC on one model."""
     from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
+    from circuits.discovery.memory import ModelSizes, check_memory, estimate_baseline_bytes
+    from circuits.discovery.pipeline import ground_truth_for
+    from circuits.discovery.selection import check_rule
+    from circuits.errors import CircuitsError
     from circuits.models import load_model
     from tasks import get_task
 
@@ -60,10 +63,23 @@ def compare(
                            acdc_prompts=acdc_prompts, acdc_distance=acdc_distance, selection=selection,
                            vary_prompts=vary_prompts)
     config.validate()
-    _check_selection(selection)
+    check_rule(selection)
     task_obj = get_task(task)
     out_dir = check_writable_dir(out) if out is not None else None
+    if out_dir is not None:
+        claim_outputs([out_dir / "compare.json", out_dir / "roc.png"], overwrite)
     loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
+    check_rule(selection, loaded.n_layers * loaded.n_heads)
+    truth, note = ground_truth_for(task_obj, loaded)
+    if truth is None:
+        raise CircuitsError(f"{note}: comparing methods needs a ground truth "
+                            f"(try --model tiny-{task_obj.name})")
+    truth.validate(loaded.n_layers, loaded.n_heads)
+    sizes = ModelSizes.of(loaded, int(task_obj.prompts(loaded.tokenizer, 4, seed).positive.shape[1]))
+    baselines = [m for m in config.methods if m != "sae"]
+    extra = estimate_baseline_bytes(min(n_score, acdc_prompts) if baselines == ["acdc"] else n_score, sizes
+                                    ) if baselines else 0
+    check_memory(config.find, sizes, force, extra, what=f"compare with --n-score {n_score}")
     with progress_display() as bar:
         ids = {m: bar.add_task(m, total=seeds) for m in config.methods}
 
@@ -79,14 +95,6 @@ def compare(
         print_json(result)
     else:
         _render_compare(result)
-
-
-def _check_selection(rule: str) -> None:
-    import torch
-
-    from circuits.discovery.selection import select_heads
-
-    select_heads(torch.zeros(1, 2), rule)  # raises ValueError with a clear message for a bad rule
 
 
 def _default(obj: Any) -> Any:
@@ -129,10 +137,10 @@ def _render_compare(result: dict[str, Any]) -> None:
         table.add_row("random ranking", "", "", "", "", "", "",
                       *(f"{floor[i][k]:.3f}" if i in floor else "—" for i in ("counterfactual", "mean")
                         for k in ("cpr", "cmd")), "", "", "", "")
-    console.print(table)
+    results.print(table)
     notes = result["notes"]
-    console.print(f"selection: {notes['selection']}", highlight=False)
+    results.print(f"selection: {notes['selection']}", highlight=False)
     acdc = f"; {notes['acdc']}" if "acdc" in result["methods"] else ""
-    console.print(f"passes: {notes['passes']}{acdc}", highlight=False)
+    results.print(f"passes: {notes['passes']}{acdc}", highlight=False)
     if result.get("files"):
-        console.print(f"wrote {', '.join(result['files'].values())}", highlight=False)
+        results.print(f"wrote {', '.join(result['files'].values())}", highlight=False)

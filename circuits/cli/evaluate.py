@@ -8,7 +8,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from circuits.cli.common import console, print_json, progress_display, user_errors
+from circuits.cli.common import out as results  # tables on stdout, progress on stderr
+from circuits.cli.common import print_json, progress_display, user_errors
 from circuits.errors import CircuitsError
 from circuits.jsonio import read_json
 
@@ -55,6 +56,8 @@ def evaluate(
         raise CircuitsError(f"--n-prompts must be positive, got {n_prompts}")
     if n_random < 0:
         raise CircuitsError(f"--n-random must be zero or more, got {n_random}")
+    if seed is not None and seed < 0:
+        raise CircuitsError(f"--seed must be zero or more, got {seed}")
     data = load_run(run)
     run_seed = int((data.get("config") or {}).get("seed", 0))
     seed = run_seed if seed is None else seed
@@ -90,8 +93,8 @@ def _render_evaluate(p: dict[str, Any]) -> None:
     if r["n_draws"]:
         table.add_row(f"random, same size ({r['n_draws']} draws)", "",
                       f"{r['normalized_mean']:.3f} ± {r['normalized_std']:.3f}")
-    console.print(table)
+    results.print(table)
     if r["n_draws"]:
-        console.print(f"random circuits at least as faithful: {r['fraction_at_least_circuit']:.0%}",
+        results.print(f"random circuits at least as faithful: {r['fraction_at_least_circuit']:.0%}",
                       highlight=False)
-    console.print(p["definition"], highlight=False)
+    results.print(p["definition"], highlight=False)

@@ -14,17 +14,31 @@ import typer
 from rich.table import Table
 
 from circuits.atomic import atomic_write_text
-from circuits.cli.common import check_writable_dir, console, print_json, progress_display, user_errors
+from circuits.cli.common import (
+    check_writable_dir,
+    claim_outputs,
+    console,
+    keep_on_failure,
+    print_json,
+    progress_display,
+    user_errors,
+)
+from circuits.cli.common import out as results  # results on stdout, progress and notes on stderr
 from circuits.errors import CircuitsError
 
 sae_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Train and evaluate feature SAEs (ReLU+L1, TopK, BatchTopK, Gated, JumpReLU).",
+    help="Train and evaluate feature SAEs (ReLU+L1, TopK, BatchTopK, Gated, JumpReLU, Matryoshka).",
 )
 
 ACTIVATION_SUFFIXES = (".safetensors", ".npy")
 TRAINING_FILE = "training.json"
+# Checked against the formula in tests/sae/test_ce_recovered.py (a reconstruction alpha * x has a known CE).
+CE_ABOVE_ONE_NOTE = ("ce_loss_recovered > 1 because ce_sae < ce_clean: the model predicts this text better "
+                     "with the SAE's reconstruction spliced in than intact. Legitimate (the ratio is not "
+                     "capped), typical off the model's training distribution, and no evidence of a good "
+                     "SAE: compare ce_sae with ce_clean directly.")
 
 
 def _is_activation_file(path: Path) -> bool:
@@ -48,8 +62,8 @@ def train(
     data: Path = typer.Option(
         ...,
         "--data",
-        help="text corpus (.txt: one document per line; .jsonl: "
-        "'text' field) or saved activations (.safetensors/.npy)",
+        help="text corpus (.txt: one document per line; .jsonl: 'text' field; a directory built by "
+        "`circuits corpus build`) or saved activations (.safetensors/.npy)",
     ),
     out: Path = typer.Option(
         ..., "--out", help="directory for cfg.json, sae_weights.safetensors, training.json"
@@ -58,9 +72,10 @@ def train(
         "", "--model", "-m", help="model for a text corpus: checkpoint dir, zoo name, or TransformerLens name"
     ),
     hook: str = typer.Option("", "--hook", help="hook name, e.g. blocks.0.hook_resid_post"),
-    arch: str = typer.Option("relu", help="relu | topk | batchtopk | gated | jumprelu"),
+    arch: str = typer.Option("relu", help="relu | topk | batchtopk | gated | jumprelu | matryoshka"),
     d_sae: int = typer.Option(0, "--d-sae", help="latents (default 8 × d_in)"),
-    k: int | None = typer.Option(None, help="active latents per row for topk / batchtopk (default 32)"),
+    k: int | None = typer.Option(
+        None, help="active latents per row for topk / batchtopk / matryoshka (default 32)"),
     l1: float | None = typer.Option(None, help="L1 coefficient for relu / gated (default 3 / 4)"),
     l0: float | None = typer.Option(None, help="L0 coefficient for jumprelu (default 1)"),
     tokens: int = typer.Option(200_000, help="activations (rows) to train on"),
@@ -84,13 +99,21 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train an SAE on one hook of MODEL over a text corpus, or on saved activations."""
-    from circuits.sae import ARCHS, SAEConfig, make_sae
+    from circuits.errors import did_you_mean
+    from circuits.sae import ARCHS, K_ARCHS, SAEConfig, make_sae
     from circuits.sae.distributed import device_for_rank, distributed_context
-    from circuits.sae.io import CFG_FILE, save_sae
+    from circuits.sae.io import CFG_FILE, WEIGHTS_FILE, save_sae
     from circuits.sae.trainer import CHECKPOINT_FILE, TrainConfig, Trainer
 
     if arch not in ARCHS:
-        raise CircuitsError(f"unknown --arch '{arch}' (known: {', '.join(ARCHS)})")
+        raise CircuitsError(f"unknown --arch '{arch}'{did_you_mean(arch, ARCHS)} (known: {', '.join(ARCHS)})")
+    if seed < 0:
+        raise CircuitsError(f"--seed must be zero or more, got {seed}")
+    if k is not None and (k < 1 or (d_sae and k > d_sae)):
+        raise CircuitsError(f"k must be between 1 and d_sae={d_sae}, got {k} (--k, --d-sae)" if d_sae
+                            else f"--k must be positive, got {k}")
+    if head is not None and head < 0:
+        raise CircuitsError(f"--head must be zero or more, got {head}")
     for name, value in (("--tokens", tokens), ("--batch-size", batch_size), ("--context-size", context_size)):
         if value < 1:
             raise CircuitsError(f"{name} must be positive, got {value}")
@@ -98,8 +121,8 @@ def train(
         raise CircuitsError(f"--d-sae must be positive, got {d_sae}")
     if l1 is not None and arch not in ("relu", "gated"):
         raise CircuitsError(f"--l1 applies to relu and gated, not {arch} (use --k or --l0)")
-    if k is not None and arch not in ("topk", "batchtopk"):
-        raise CircuitsError(f"--k applies to topk and batchtopk, not {arch}")
+    if k is not None and arch not in K_ARCHS:
+        raise CircuitsError(f"--k applies to {', '.join(K_ARCHS)}, not {arch}")
     if l0 is not None and arch != "jumprelu":
         raise CircuitsError(f"--l0 applies to jumprelu, not {arch}")
     out = check_writable_dir(out)
@@ -110,6 +133,9 @@ def train(
         raise CircuitsError(
             f"{out} already holds an SAE or a checkpoint; use --resume, --overwrite or another --out"
         )
+    if not resume:
+        claim_outputs([out / CFG_FILE, out / WEIGHTS_FILE, out / TRAINING_FILE], overwrite)
+    keep_on_failure(ckpt)  # an interrupted run keeps its last checkpoint for --resume
     device = device_for_rank(device)
 
     with distributed_context(device) as (rank, world):
@@ -118,6 +144,8 @@ def train(
         )
         d = source.d_in
         n_latents = d_sae or 8 * d
+        if k is not None and k > n_latents:
+            raise CircuitsError(f"k must be between 1 and d_sae={n_latents}, got {k} (--k, --d-sae)")
         # Defaults put L0 near the true L0 of benchmarks/sae_frontier.py's synthetic data (inputs
         # normalised); no default fits every model: sweep them.
         defaults = {"relu": 3.0, "gated": 4.0}
@@ -195,7 +223,7 @@ def train(
             if as_json:
                 print_json(summary)
             else:
-                console.print(
+                results.print(
                     f"[green]saved[/] {arch} SAE d_in={d} d_sae={n_latents} to {out} "
                     f"({stats.steps} steps, {summary['rows_per_second']:.0f} rows/s, "
                     f"final mse {summary['final'].get('mse')}, L0 {summary['final'].get('l0')})"
@@ -227,7 +255,7 @@ def _make_source(
             "rows": int(x.shape[1]),
             "model": model,
         }
-    if not data.is_file():
+    if not data.exists():
         raise CircuitsError(f"--data {data} does not exist")
     if not model or not hook:
         raise CircuitsError("a text corpus needs --model and --hook (or pass a saved activation file)")
@@ -278,6 +306,8 @@ def evaluate(
 
     if contexts < 1:
         raise CircuitsError(f"--contexts must be positive, got {contexts}")
+    if context_size < 0:
+        raise CircuitsError(f"--context-size must be positive, got {context_size}")
     cfg, _ = read_sae_config(sae_dir)
     result: dict[str, Any] = {
         "sae": str(sae_dir),
@@ -293,7 +323,7 @@ def evaluate(
         result["rows"] = int(x.shape[1])
         metrics = reconstruction_metrics(sae, x, dense_threshold=dense_threshold)
     else:
-        if not data.is_file():
+        if not data.exists():
             raise CircuitsError(f"--data {data} does not exist")
         if not model:
             raise CircuitsError("a text corpus needs --model (or pass a saved activation file)")
@@ -334,6 +364,8 @@ def evaluate(
         "shrinkage": "relative reconstruction bias E[x_hat.x_hat]/E[x_hat.x] (1 = none, < 1 = shrinkage)",
         "ce_loss_recovered": "(CE_zero_ablation - CE_sae) / (CE_zero_ablation - CE_clean)",
     }
+    if isinstance(result.get("ce_loss_recovered"), float) and result["ce_loss_recovered"] > 1:
+        result["notes"] = {"ce_loss_recovered": CE_ABOVE_ONE_NOTE}
     if as_json:
         print_json(result)
         return
@@ -361,7 +393,9 @@ def evaluate(
                 else (f"{value:.4g}" if isinstance(value, float) else str(value))
             )
             table.add_row(key, text)
-    console.print(table)
+    results.print(table)
+    if result.get("notes"):
+        results.print(f"note: {result['notes']['ce_loss_recovered']}", highlight=False, soft_wrap=True)
 
 
 def _attach_analyses() -> None:

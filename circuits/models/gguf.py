@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from circuits.atomic import atomic_directory
+from circuits.atomic import atomic_directory, atomic_write
 from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, tl_config
@@ -288,7 +288,7 @@ def _write_cache(entry: Path, model: Any, hf_tokenizer: Any, config: dict[str, A
     if tied:
         del state[_TIED_UNEMBED]
     with atomic_directory(entry) as tmp:
-        save_file(state, str(tmp / _WEIGHTS))
+        atomic_write(tmp / _WEIGHTS, lambda file: save_file(state, file))  # the one permissions policy
         (tmp / _CONFIG).write_text(json.dumps(config, default=str))
         hf_tokenizer.save_pretrained(str(tmp))
         (tmp / _MANIFEST).write_text(json.dumps({**manifest, "cache": str(entry), "tied_unembed": tied},

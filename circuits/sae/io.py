@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from circuits.atomic import atomic_write, atomic_write_text
 from circuits.errors import CircuitsError
 from circuits.jsonio import read_json
 from circuits.sae.base import SAE, SAEConfig
@@ -64,7 +64,7 @@ def sae_state_for_file(sae: SAE) -> dict[str, torch.Tensor]:
     for ours, theirs in _tensor_names(cfg.arch).items():
         if ours == "threshold":
             if cfg.arch == "jumprelu":
-                value = sae.threshold  # exp(log_threshold)
+                value = sae.threshold  # exp(log_threshold); every arch here has one
             else:  # batchtopk, matryoshka: the global threshold per group, copied to every latent
                 value = sae.threshold.clamp_min(0)[:, None].expand(cfg.groups, cfg.d_sae)
         else:
@@ -105,12 +105,11 @@ def save_sae(sae: SAE, directory: Path, metadata: dict[str, Any] | None = None) 
     }
     if cfg.arch == "topk":
         doc.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(sae_state_for_file(sae), str(tmp))
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    tmp = directory / f".{CFG_FILE}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, directory / CFG_FILE)
+    # circuits.atomic: the one write path, so every output file gets the same permissions (0o666 minus the
+    # umask; safetensors' own writer gave 0o600) and a crash never leaves half a file.
+    state = sae_state_for_file(sae)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    atomic_write_text(directory / CFG_FILE, json.dumps(doc, indent=2))
     return directory
 
 

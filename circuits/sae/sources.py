@@ -120,10 +120,10 @@ def save_activations(path: Path, acts: Tensor, meta: dict[str, str] | None = Non
     """Write activations [n, d_in] or [groups, n, d_in] as safetensors (key 'activations')."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({ACTIVATION_KEY: acts.detach().contiguous().cpu()}, str(tmp), metadata=meta or {})
-    tmp.replace(path)
+    from circuits.atomic import atomic_write
+
+    tensors = {ACTIVATION_KEY: acts.detach().contiguous().cpu()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta or {}))
 
 
 def load_activations(path: Path) -> Tensor:

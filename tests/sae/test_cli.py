@@ -79,9 +79,9 @@ def test_train_every_arch_then_eval(
 
 
 def test_eval_prints_a_table(tmp_path: Path, tiny_model_dir: Path, corpus_jsonl: Path) -> None:
-    code, _, err = _train(tmp_path, tiny_model_dir, corpus_jsonl, "--arch", "topk", "--k", "4")
+    code, out, err = _train(tmp_path, tiny_model_dir, corpus_jsonl, "--arch", "topk", "--k", "4")
     assert code == 0, err
-    assert "saved topk SAE" in err
+    assert "saved topk SAE" in out  # results on stdout, progress on stderr
     res = runner.invoke(
         sae_app,
         [
@@ -96,7 +96,7 @@ def test_eval_prints_a_table(tmp_path: Path, tiny_model_dir: Path, corpus_jsonl:
         ],
     )
     assert res.exit_code == 0, res.stderr
-    assert "ce_loss_recovered" in res.stderr and "fvu" in res.stderr
+    assert "ce_loss_recovered" in res.stdout and "fvu" in res.stdout  # results on stdout
 
 
 def test_train_on_activation_file(tmp_path: Path) -> None:
