@@ -6,8 +6,11 @@ Settings (stated once, used by smollm2_gated_vs_relu.py, smollm2_seed_dependence
 - corpus: $CIRCUITS_CORPUS, else ~/.cache/circuits/corpus, built when missing with max_chars 8 M and
   400 k characters per source (circuits.analysis.lm_activations);
 - 800 contexts of 128 tokens drawn uniformly from the corpus (seed 0); 64 of them held out; SAEs train on
-  the non-BOS rows of the other 736 (~93 k rows x 576), metrics on the held-out rows (~8 k), CE loss
-  recovered on the first 4 held-out contexts (512 tokens);
+  the rows of the other 736 (~93 k rows x 576), metrics on the held-out rows (~8 k), CE loss recovered
+  on the first 4 held-out contexts (512 tokens). Rows = every position except BOS and the attention
+  sinks (norm > 10 x median: position 0 of each context and some newlines, ~900 of 102 k; their norm
+  ~24,000 against a median ~145 would otherwise hold most of the variance); the CE splice leaves those
+  positions untouched, as BOS;
 - one thread: on this shared 2-core machine a second thread made the forward pass 3x slower.
 
     python benchmarks/_smollm2.py     # collect (or find) the cached activations and print their summary
@@ -61,7 +64,9 @@ def setup(threads: int = 1) -> tuple[Any, ActivationSet, dict[str, Any]]:
         "n_eval_contexts": N_EVAL_CONTEXTS, "n_ce_contexts": N_CE_CONTEXTS, "activation_seed": SEED,
         "activations_from_cache": data.meta["from_cache"],
         "setup_seconds": round(time.perf_counter() - start, 1),
-        "torch_threads": threads,
+        "torch_threads": threads, "rows": data.summary(),
+        "rows_rule": "SAE rows: every position except BOS and attention sinks (norm > 10 x the median; "
+                     "position 0 of each packed context and some newlines)",
     }
     return lm, data, provenance
 

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             log("settings trained", len(saes), total)
     t0 = time.perf_counter()
     ce = spliced_ce_losses(lm.model, saes, HOOK, ce_tokens, batch_size=N_CE_CONTEXTS,
-                           bos_token_id=data.bos_token_id)
+                           bos_token_id=data.bos_token_id, max_norm=data.sink_norm)
     ce_seconds = time.perf_counter() - t0
     for (name, i), ce_sae, rec in zip(where, ce["ce_sae"], ce["ce_loss_recovered"], strict=True):
         points[name][i]["per_seed"].update(ce_sae=ce_sae, ce_loss_recovered=rec)
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "definitions": {
             "l0": "mean active latents per held-out row", "fvu": "Σ‖x − x̂‖² / Σ‖x − x̄‖² on held-out rows",
             "shrinkage": "γ = E[x̂·x̂] / E[x̂·x] (relative reconstruction bias; < 1 shrinks)",
-            "ce_loss_recovered": "(CE_zero − CE_sae) / (CE_zero − CE_clean), BOS positions untouched",
+            "ce_loss_recovered": "(CE_zero − CE_sae) / (CE_zero − CE_clean); BOS and attention-sink "
+                                 "positions (the rows SAEs do not train on) keep their activation",
             "std": "population std over the 3 seeds (ddof=0)",
             "ratio": "L0 interpolated on each mean frontier (log L0 vs log FVU, piecewise linear)",
         },

@@ -18,6 +18,7 @@ Definitions (REFERENCE §8 lists where libraries differ):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -81,17 +82,19 @@ def reconstruction_metrics(
     return {k: [float(v) for v in t.cpu()] for k, t in out.items()}
 
 
-def _replace_fn(sae: SAE | None, head_index: int | None, keep: Tensor, group: int = 0):
+def _replace_fn(sae: SAE | None, head_index: int | None, keep: Tensor, group: int = 0,
+                max_norm: float | None = None):
     """A hook that replaces the activation by group `group`'s SAE reconstruction (or zeros when sae is
-    None), except where keep [b, seq] is True."""
+    None), except where keep [b, seq] is True or the activation's norm exceeds max_norm."""
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         target = act[:, :, head_index] if head_index is not None else act
         flat = target.reshape(*target.shape[:2], -1)  # [b, s, d]
+        keep_here = _keep(keep, flat, max_norm)
         if sae is None:
-            new = torch.where(keep[..., None], flat, torch.zeros_like(flat))
+            new = torch.where(keep_here[..., None], flat, torch.zeros_like(flat))
         else:
-            new = _spliced(sae, group, flat, keep)
+            new = _spliced(sae, group, flat, keep_here)
         new = new.reshape(target.shape)
         if head_index is not None:
             act = act.clone()
@@ -115,6 +118,11 @@ def _resid_start_layer(model: Any, hook_name: str) -> int | None:
     return None
 
 
+def _keep(keep: Tensor, act: Tensor, max_norm: float | None) -> Tensor:
+    """keep [b, s] widened to the positions whose activation act [b, s, d] has norm above max_norm."""
+    return keep if max_norm is None else keep | (act.norm(dim=-1) > max_norm)
+
+
 def _spliced(sae: SAE, group: int, act: Tensor, keep: Tensor) -> Tensor:
     """act [b, s, d] with group `group`'s reconstruction everywhere keep [b, s] is False."""
     b, s, d = act.shape
@@ -126,26 +134,32 @@ def _spliced(sae: SAE, group: int, act: Tensor, keep: Tensor) -> Tensor:
 @torch.no_grad()
 def spliced_ce_losses(
     model: Any,
-    sae: SAE,
+    saes: Sequence[SAE],
     hook_name: str,
     tokens: Tensor,
     batch_size: int = 16,
     bos_token_id: int | None = None,
     head_index: int | None = None,
+    max_norm: float | None = None,
 ) -> dict[str, Any]:
     """Next-token CE over tokens [n, seq]: clean, zero-ablated at `hook_name`, and with each group of
-    `sae` spliced in there (per-group lists `ce_sae`, `ce_loss_recovered`).
+    each SAE spliced in there (`ce_sae`, `ce_loss_recovered`: one per-group list per SAE). Clean and
+    zero-ablated passes are shared by all the SAEs. BOS positions, and positions whose activation norm
+    exceeds `max_norm` (attention sinks an SAE was not trained on), keep their activation throughout.
 
     Why two paths: at a residual-stream hook (no head index) the blocks before it run once per batch
     and only the rest of the model runs per replacement (TransformerLens's start_at_layer), which is
     what makes sweeps of many SAEs affordable on a CPU; any other hook is spliced by a forward hook on
     full passes. Both give the same numbers (tests/sae/test_metrics.py)."""
     check_hook(model, hook_name)
-    was_training = sae.training
-    sae.eval()
-    groups = sae.cfg.groups
+    if not saes:
+        raise CircuitsError("no SAE to splice in")
+    modes = [sae.training for sae in saes]
+    for sae in saes:
+        sae.eval()
     start = _resid_start_layer(model, hook_name) if head_index is None else None
-    clean, zero, spliced = 0.0, 0.0, torch.zeros(groups, dtype=torch.float64)
+    clean, zero = 0.0, 0.0
+    spliced = [torch.zeros(sae.cfg.groups, dtype=torch.float64) for sae in saes]
     rows = 0
     for first in range(0, tokens.shape[0], batch_size):
         tok = tokens[first : first + batch_size]
@@ -159,32 +173,34 @@ def spliced_ce_losses(
 
             clean += float(model.run_with_hooks(tok, return_type="loss", fwd_hooks=[(hook_name, save)])) * n
             act = store["act"]  # [b, s, d_model]
+            keep = _keep(keep, act, max_norm)
 
             def rest(resid: Tensor, tok: Tensor = tok) -> float:
                 return float(model(resid, start_at_layer=start, tokens=tok, return_type="loss"))
 
             zero += rest(torch.where(keep[..., None], act, torch.zeros_like(act))) * n
-            for g in range(groups):  # a loop over SAE groups (seeds), each one suffix pass
-                spliced[g] += rest(_spliced(sae, g, act, keep)) * n
+            for sae, out in zip(saes, spliced, strict=True):
+                for g in range(sae.cfg.groups):  # a loop over SAE groups (seeds), each one suffix pass
+                    out[g] += rest(_spliced(sae, g, act, keep)) * n
         else:
             clean += float(model(tok, return_type="loss")) * n
             zero += float(model.run_with_hooks(
-                tok, return_type="loss", fwd_hooks=[(hook_name, _replace_fn(None, head_index, keep))])) * n
-            for g in range(groups):
-                spliced[g] += float(model.run_with_hooks(
-                    tok, return_type="loss",
-                    fwd_hooks=[(hook_name, _replace_fn(sae, head_index, keep, group=g))])) * n
+                tok, return_type="loss",
+                fwd_hooks=[(hook_name, _replace_fn(None, head_index, keep, max_norm=max_norm))])) * n
+            for sae, out in zip(saes, spliced, strict=True):
+                for g in range(sae.cfg.groups):
+                    out[g] += float(model.run_with_hooks(
+                        tok, return_type="loss",
+                        fwd_hooks=[(hook_name, _replace_fn(sae, head_index, keep, g, max_norm))])) * n
         rows += n
-    sae.train(was_training)
+    for sae, mode in zip(saes, modes, strict=True):
+        sae.train(mode)
     ce_clean, ce_zero = clean / rows, zero / rows
-    ce_sae = (spliced / rows).tolist()
+    ce_sae = [(out / rows).tolist() for out in spliced]
     denom = ce_zero - ce_clean
-    return {
-        "ce_clean": ce_clean,
-        "ce_zero": ce_zero,
-        "ce_sae": ce_sae,
-        "ce_loss_recovered": [(ce_zero - c) / denom if abs(denom) > 1e-12 else float("nan") for c in ce_sae],
-    }
+    recovered = [[(ce_zero - c) / denom if abs(denom) > 1e-12 else float("nan") for c in per]
+                 for per in ce_sae]
+    return {"ce_clean": ce_clean, "ce_zero": ce_zero, "ce_sae": ce_sae, "ce_loss_recovered": recovered}
 
 
 def ce_loss_recovered(
@@ -201,6 +217,6 @@ def ce_loss_recovered(
     if sae.cfg.groups != 1:
         raise CircuitsError("CE loss recovered needs a single SAE (groups == 1); "
                             "spliced_ce_losses handles groups")
-    out = spliced_ce_losses(model, sae, hook_name, tokens, batch_size, bos_token_id, head_index)
-    return {"ce_clean": out["ce_clean"], "ce_sae": out["ce_sae"][0], "ce_zero": out["ce_zero"],
-            "ce_loss_recovered": out["ce_loss_recovered"][0]}
+    out = spliced_ce_losses(model, [sae], hook_name, tokens, batch_size, bos_token_id, head_index)
+    return {"ce_clean": out["ce_clean"], "ce_sae": out["ce_sae"][0][0], "ce_zero": out["ce_zero"],
+            "ce_loss_recovered": out["ce_loss_recovered"][0][0]}

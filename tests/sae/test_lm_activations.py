@@ -55,3 +55,16 @@ def test_corpus_location_and_reuse(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     built = build_corpus(tmp_path / "c", [src])
     path, manifest = ensure_corpus()  # reused, not rebuilt
     assert path == tmp_path / "c" and manifest["sha256"] == built["sha256"]
+
+
+def test_attention_sink_rows_are_left_out() -> None:
+    from circuits.analysis.lm_activations import SINK_NORM_RATIO, ActivationSet
+
+    acts = torch.ones(3, 5, 4)
+    acts[:, 0] *= 100.0  # a sink at position 0 of every context
+    tokens = torch.ones(3, 5, dtype=torch.long)
+    tokens[1, 2] = 0  # one BOS
+    data = ActivationSet(tokens, acts, 0, {})
+    assert data.sink_norm == pytest.approx(2.0 * SINK_NORM_RATIO)
+    assert data.rows().shape == (3 * 4 - 1, 4)
+    assert data.summary()["sink_rows_excluded"] == 3 and data.summary()["bos_rows"] == 1

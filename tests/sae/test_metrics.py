@@ -91,16 +91,32 @@ def test_spliced_ce_fast_path_matches_full_passes(tiny_model_dir: Path, corpus_t
     tokens = token_batches(corpus_txt, lm.tokenizer, 16, 6)
     sae = make_sae(SAEConfig(d_in=32, d_sae=48, arch="topk", k=6, groups=2), seed=1).eval()
     for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"):
-        fast = spliced_ce_losses(lm.model, sae, hook, tokens, batch_size=4, bos_token_id=0)
+        fast = spliced_ce_losses(lm.model, [sae, sae], hook, tokens, batch_size=4, bos_token_id=0)
+        assert fast["ce_sae"][0] == fast["ce_sae"][1]
         keep = tokens == 0
         with torch.no_grad():
             for g in range(2):
                 slow = float(lm.model.run_with_hooks(
                     tokens, return_type="loss", fwd_hooks=[(hook, _replace_fn(sae, None, keep, group=g))]))
-                assert fast["ce_sae"][g] == pytest.approx(slow, rel=1e-4)
+                assert fast["ce_sae"][0][g] == pytest.approx(slow, rel=1e-4)
             zero = float(lm.model.run_with_hooks(
                 tokens, return_type="loss", fwd_hooks=[(hook, _replace_fn(None, None, keep))]))
         assert fast["ce_zero"] == pytest.approx(zero, rel=1e-4)
-        assert fast["ce_sae"][0] != pytest.approx(fast["ce_sae"][1], rel=1e-6)
+        assert fast["ce_sae"][0][0] != pytest.approx(fast["ce_sae"][0][1], rel=1e-6)
     with pytest.raises(CircuitsError, match="groups"):
         ce_loss_recovered(lm.model, sae, "blocks.0.hook_resid_post", tokens)
+
+
+def test_spliced_ce_leaves_high_norm_positions(tiny_model_dir: Path, corpus_txt: Path) -> None:
+    """max_norm: positions above it keep their activation (as BOS does), on both paths."""
+    from circuits.sae.metrics import spliced_ce_losses
+
+    lm = load_model(str(tiny_model_dir))
+    tokens = token_batches(corpus_txt, lm.tokenizer, 16, 4)
+    null = _identity_sae(32, scale=0.0)
+    for hook in ("blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"):
+        everything = spliced_ce_losses(lm.model, [null], hook, tokens, bos_token_id=0, max_norm=0.0)
+        assert everything["ce_sae"][0][0] == pytest.approx(everything["ce_clean"], rel=1e-5)
+        assert everything["ce_zero"] == pytest.approx(everything["ce_clean"], rel=1e-5)
+        nothing = spliced_ce_losses(lm.model, [null], hook, tokens, bos_token_id=0, max_norm=1e9)
+        assert nothing["ce_sae"][0][0] == pytest.approx(nothing["ce_zero"], rel=1e-5)
