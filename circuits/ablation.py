@@ -14,6 +14,7 @@ CPR/CMD) goes through `metric_under_masks`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +26,8 @@ from tasks.base import PromptSet, Task
 if TYPE_CHECKING:  # TransformerLens is imported only when a model is built or loaded
     from circuits._compat import HookedTransformer
 
+# TransformerLens forward hooks: (hook name, fn(activation, hook) -> activation or None)
+Hooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 AblationMethod = Literal["mean", "zero", "resample", "counterfactual"]
 ABLATION_METHODS: tuple[str, ...] = ("mean", "zero", "resample", "counterfactual")
 
@@ -35,7 +38,7 @@ def z_hook(layer: int) -> str:
 
 
 def final_logits(model: HookedTransformer, tokens: torch.Tensor,
-                 hooks: list[tuple[str, Any]] | None = None, start_at_layer: int = 0) -> torch.Tensor:
+                 hooks: Hooks | None = None, start_at_layer: int = 0) -> torch.Tensor:
     """tokens: [rows, seq] -> logits at the last position only: [rows, vocab].
 
     Same values as `model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]`, without unembedding the other
@@ -137,10 +140,10 @@ def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet,
         reuse_prefix = k >= REUSE_PREFIX_MIN_MASKS or base_runs is not None
     reuse_prefix = reuse_prefix and model.cfg.positional_embedding_type != "shortformer"
 
-    def hooks_for(sub: torch.Tensor, first: int) -> list[tuple[str, Any]]:
+    def hooks_for(sub: torch.Tensor, first: int) -> Hooks:
         """Patch hooks for masks `sub` [m, layer, head] on layers >= first (none where all are kept)."""
         m = sub.shape[0]
-        hooks = []
+        hooks: Hooks = []
         for layer in range(first, n_layers):
             if bool(sub[:, layer].all()):
                 continue
@@ -196,7 +199,7 @@ def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet,
 
 
 @torch.no_grad()
-def _residual_stream(model: HookedTransformer, tokens: torch.Tensor, hooks: list[tuple[str, Any]]
+def _residual_stream(model: HookedTransformer, tokens: torch.Tensor, hooks: Hooks
                      ) -> torch.Tensor:
     """tokens: [n, seq] -> every block's input and the last block's output: [n, layer + 1, seq, d_model]."""
     n_layers = model.cfg.n_layers

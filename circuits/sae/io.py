@@ -64,9 +64,9 @@ def sae_state_for_file(sae: SAE) -> dict[str, torch.Tensor]:
     for ours, theirs in _tensor_names(cfg.arch).items():
         if ours == "threshold":
             if cfg.arch == "jumprelu":
-                value = sae.threshold  # exp(log_threshold); every arch here has one
+                value = _tensor(sae, "threshold")  # exp(log_threshold); every arch here has one
             else:  # batchtopk, matryoshka: the global threshold per group, copied to every latent
-                value = sae.threshold.clamp_min(0)[:, None].expand(cfg.groups, cfg.d_sae)
+                value = _tensor(sae, "threshold").clamp_min(0)[:, None].expand(cfg.groups, cfg.d_sae)
         else:
             value = getattr(sae, ours)
         value = value.detach()
@@ -196,9 +196,9 @@ def load_sae(directory: Path, arch: str | None = None, d_in: int | None = None) 
                         f"{weights}: 'threshold' has shape {tuple(value.shape)}, config implies {want}"
                     )
                 if cfg.arch == "jumprelu":
-                    sae.log_threshold.copy_(value.clamp_min(1e-12).log())
+                    _tensor(sae, "log_threshold").copy_(value.clamp_min(1e-12).log())
                 else:  # batchtopk, matryoshka: every latent carries the group's threshold
-                    sae.threshold.copy_(value[:, 0])
+                    _tensor(sae, "threshold").copy_(value[:, 0])
                 continue
             target = getattr(sae, ours)
             if tuple(value.shape) != tuple(target.shape):
@@ -211,3 +211,10 @@ def load_sae(directory: Path, arch: str | None = None, d_in: int | None = None) 
             target.copy_(value.to(target.dtype))
     sae.eval()
     return sae
+
+
+def _tensor(sae: SAE, name: str) -> torch.Tensor:
+    """An architecture-specific parameter or buffer of `sae` (threshold, log_threshold) as a tensor."""
+    value = getattr(sae, name)
+    assert isinstance(value, torch.Tensor), f"{type(sae).__name__}.{name} is not a tensor"
+    return value

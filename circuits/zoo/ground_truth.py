@@ -224,10 +224,10 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
         while backward:
             cands = [backward - {h} for h in sorted(backward)]
             scores = scorer(cands)
-            best = max(range(len(cands)), key=lambda i: (scores[i], -i))
-            if not valid(scores[best]):
+            best_i = max(range(len(cands)), key=lambda i: (scores[i], -i))
+            if not valid(scores[best_i]):
                 break
-            backward = cands[best]
+            backward = cands[best_i]
             tell("backward elimination", len(heads) - len(backward), len(heads))
         lap("backward elimination")
 

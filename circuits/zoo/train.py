@@ -59,7 +59,7 @@ class TrainConfig:
         attn_only = self.d_mlp is None
         return HookedTransformerConfig(
             n_layers=self.n_layers, n_heads=self.n_heads, d_model=self.d_model, d_head=self.d_head,
-            d_mlp=self.d_mlp, attn_only=attn_only, act_fn=None if attn_only else "gelu",
+            d_mlp=self.d_mlp, attn_only=attn_only, act_fn=None if attn_only else "gelu",  # type: ignore[arg-type]
             n_ctx=self.n_ctx, d_vocab=vocab_size, normalization_type="LN", seed=self.seed,
             device="cpu", default_prepend_bos=False)
 
