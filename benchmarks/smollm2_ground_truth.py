@@ -20,11 +20,13 @@ accuracy on the prompts, and under "resample" the same for the resample circuit.
 
 Budget: the single-head table costs ~135 passes of (prompts x tokens) through a 135M model, ~1.7 GFLOP
 per 16-token prompt per head: on this 2-core machine, shared with three other engineers' jobs (load 7,
-~0.4 core for us), 4 IOI prompts took 130 s. The default prompt counts (8 ioi, 8 greaterthan, 5 docstring
-with 40-token prompts) keep the three tasks to ~30 minutes under that load; on a quiet machine raise them
-with --n-prompts (one thread: a second one made the forward pass 2-3x slower under load).
+~0.2-0.4 core for us), 4 IOI prompts took 130 s and 8 took 6 minutes. The default prompt counts (6 ioi,
+6 greaterthan, 4 docstring with 40-token prompts; far below the 40-60 one would want) keep the three tasks,
+run as three processes, to ~25 minutes under that load; on a quiet machine raise them with --n-prompts
+(one thread per process: a second one made the forward pass 2-3x slower under load).
 
     python benchmarks/smollm2_ground_truth.py [--tasks ioi,docstring] [--n-prompts 24]
+    # or one process per task, then: python benchmarks/smollm2_ground_truth.py --merge a.json b.json c.json
 """
 
 from __future__ import annotations
@@ -55,11 +57,11 @@ MODEL = "smollm2-135m"
 OUT = ROOT / "circuits" / "zoo" / "ground_truth" / f"{MODEL}.json"
 TASKS = ("ioi", "docstring", "greaterthan")
 # prompts per task: docstring prompts are ~2.5x longer (40 tokens vs 16-18), so fewer of them
-N_PROMPTS = {"ioi": 8, "greaterthan": 8, "docstring": 5}
+N_PROMPTS = {"ioi": 6, "greaterthan": 6, "docstring": 4}
 THRESHOLD = 0.9
 RESAMPLE_SEED = 0
 POOL_SIZE = 12
-MAX_EXHAUSTIVE = 300
+MAX_EXHAUSTIVE = 100
 
 
 def log(stage: str, done: int = 0, total: int = 0) -> None:
@@ -114,7 +116,17 @@ def main() -> None:
     parser.add_argument("--n-prompts", type=int, default=None, help="override every task's prompt count")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--merge", type=Path, nargs="*", default=None,
+                        help="only merge these per-task output files into --out (tasks run as parallel "
+                             "processes with --tasks T --out FILE)")
     args = parser.parse_args()
+    if args.merge is not None:
+        data = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        for path in args.merge:
+            data.update(json.loads(path.read_text()))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, json.dumps(data, indent=1) + "\n")
+        return
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     lm = load_model(MODEL)

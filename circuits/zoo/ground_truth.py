@@ -17,7 +17,7 @@ Procedure (recorded verbatim in `GroundTruth.method`):
       ordered by single-ablation drop (largest first), then pruned as below (every prefix scored up to
       `backward_max_heads` heads; above, prefixes of 1, 2, 4, ... heads, then a search between the
       last invalid and the first valid one, which assumes validity does not come and go along the
-      ranking);
+      ranking; the prefix is then thinned in one pass from its least important member before pruning);
    c. keep the smaller valid set (ties: the higher score) and prune to necessity: while removing some
       member keeps the set valid, remove the one whose removal leaves the highest score;
    d. minimality check: a pool is the union of a and b, topped up to `pool_size` heads from the
@@ -136,6 +136,16 @@ def _first_valid_prefix(scorer: _Scorer, ranking: list[Head], valid: Callable[[f
     return frozenset(ranking[:hi])
 
 
+def _drop_in_order(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool],
+                   ranking: list[Head]) -> frozenset[Head]:
+    """One pass from the least to the most important member (by `ranking`): drop each whose removal keeps
+    the set valid. |S| head sets instead of pruning's |S|^2 / 2; pruning then checks necessity."""
+    for h in reversed([h for h in ranking if h in heads]):
+        if len(heads) > 1 and valid(scorer([heads - {h}])[0]):
+            heads = heads - {h}
+    return heads
+
+
 def _prune(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool]) -> frozenset[Head]:
     """Remove members while some removal keeps the set valid (the best-scoring removal first)."""
     while len(heads) > 0:
@@ -233,7 +243,8 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
 
     tell("forward selection", 0, 1)
     forward_raw = _first_valid_prefix(scorer, ranking, valid, exhaustive)
-    forward = _prune(scorer, forward_raw, valid)
+    thinned = forward_raw if exhaustive else _drop_in_order(scorer, forward_raw, valid, ranking)
+    forward = _prune(scorer, thinned, valid)
     lap("forward selection")
 
     def better(a: frozenset[Head], b: frozenset[Head]) -> frozenset[Head]:
@@ -300,7 +311,8 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
                    "kept, pruned to necessity, then every subset one head smaller drawn from a candidate "
                    "pool scored (repeated while one is valid)") if exhaustive else
                   ("forward selection from the single-ablation ranking (prefixes of 1, 2, 4, ... heads, "
-                   "then a search for the first valid prefix), pruned to necessity, then every subset one "
+                   "then a search for the first valid prefix), members dropped in one pass from the least "
+                   "important while the set stays valid, pruned to necessity, then every subset one "
                    "head smaller drawn from a candidate pool scored (repeated while one is valid); no "
                    f"backward elimination above {backward_max_heads} heads"),
         "pool_size": pool_size, "max_exhaustive": max_exhaustive,
