@@ -26,7 +26,9 @@ POS = [" p" + c for c in "abcdefgh"]
 NEG = [" n" + c for c in "abcdefgh"]
 PLANTED = {(0, 1), (1, 3)}
 TRUTH = {"heads": [[0, 1], [1, 3]], "edges": [[[0, 1], [1, 3]]], "source": "planted"}
-FAST = ["--n-train", "10", "--n-score", "40", "--steps", "100", "--json", "--sae", "per-head", "--hook", "z"]
+# The planted models carry codes, not the task's behaviour: the accuracy check would (rightly) refuse them.
+FAST = ["--n-train", "10", "--n-score", "40", "--steps", "100", "--json", "--sae", "per-head", "--hook", "z",
+        "--no-check-task"]
 
 
 def toy_task_file(path: Path, truth: dict | None = None, n: int = 50) -> Path:
@@ -63,6 +65,14 @@ def planted_checkpoint(tmp_path) -> tuple[Path, Path]:
     plant_heads(model, PLANTED)
     save_checkpoint(tmp_path / "my-model", model, tok, {"note": "saved by the test"})
     return task_file, tmp_path / "my-model"
+
+
+def test_a_model_that_does_not_solve_the_task_is_refused_before_the_run(planted_checkpoint):
+    task_file, model_dir = planted_checkpoint
+    args = [a for a in FAST if a != "--no-check-task"]
+    result = find("--task", str(task_file), "--model", str(model_dir), *args)
+    assert result.exit_code == 2
+    assert "does not solve task 'toy'" in result.stderr and "positive prompts" in result.stderr
 
 
 def test_unseen_checkpoint_dir_and_task_file_end_to_end_with_evaluation(planted_checkpoint):

@@ -60,6 +60,9 @@ def find(
                                             help="write an HTML report here (figures also as PNG beside it)"),
     n_seeds: int = typer.Option(1, "--seeds", help="run N SAE seeds (from --seed) and report circuit "
                                                    "stability across them"),
+    check_task: bool = typer.Option(True, help="first measure the model's accuracy on 20 held-out prompts "
+                                               "and refuse a model that does not solve the task "
+                                               "(skipped for random:<arch> models)"),
 ) -> None:
     """Find the circuit of TASK in MODEL and compare it with the ground truth."""
     from circuits.discovery.graph import export_graph
@@ -86,6 +89,12 @@ def find(
     truth, _ = ground_truth_for(task_obj, loaded)
     if truth is not None:  # a ground truth naming heads the model lacks fails now, not after the run
         truth.validate(loaded.n_layers, loaded.n_heads)
+    quality = None
+    if check_task and not loaded.name.startswith("random:"):
+        from circuits.evaluation.task_quality import QUALITY_PROMPTS, require_solves
+
+        # other prompts than the run's (seed + 1)
+        quality = require_solves(loaded, task_obj, QUALITY_PROMPTS, seed=seed + 1)
     seq = int(task_obj.prompts(loaded.tokenizer, 4, seed).positive.shape[1])
     check_memory(config, ModelSizes.of(loaded, seq), force, what=f"find with --n-score {config.n_score}")
     with progress_display() as bar:
@@ -103,6 +112,8 @@ def find(
             result.extra["stability"] = stability
         else:
             result = find_circuit(task_obj, loaded, config, progress=report)
+    if quality is not None:
+        result.extra["task_quality"] = quality
     if hasattr(task_obj, "summary"):  # task files: pairs used and dropped
         result.extra["task_file"] = task_obj.summary()
     if os.environ.get("RANK", "0") != "0":

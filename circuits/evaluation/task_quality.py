@@ -15,6 +15,7 @@ from tasks.base import Task
 # (0.95), which is for models trained on the task alone; a pretrained LM is not: SmolLM2-135M gets the
 # docstring task (logit(answer) > every other argument's) on about 80 % of prompts.
 SOLVES_MIN_ACCURACY = 0.7
+QUALITY_PROMPTS = 20  # the check `circuits find` runs first: cheap next to the run (2 x 20 prompts)
 
 
 def task_quality(loaded: LoadedModel, task: Task, n: int = 100, seed: int = 0,
