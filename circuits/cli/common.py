@@ -204,7 +204,8 @@ class _PlainProgress(Progress):
         """`label: done/total (12s) info` for one task."""
         total = f"/{task.total:g}" if task.total else ""
         info = task.fields.get("info", "")
-        return f"{task.description}: {task.completed:g}{total} ({task.elapsed or 0:.0f}s)" + (
+        eta = f", eta {task.time_remaining:.0f}s" if task.total and task.time_remaining is not None else ""
+        return f"{task.description}: {task.completed:g}{total} ({task.elapsed or 0:.0f}s{eta})" + (
             f" {info}" if info else "")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from circuits.cli.compare import compare
+from circuits.cli.corpus import corpus_app
 from circuits.cli.evaluate import evaluate
 from circuits.cli.find import find
 from circuits.cli.report import report
@@ -29,6 +30,7 @@ app.command()(evaluate)
 app.command()(report)
 app.add_typer(sae_app, name="sae")
 app.add_typer(zoo_app, name="zoo")
+app.add_typer(corpus_app, name="corpus")
 
 
 def main() -> None:
