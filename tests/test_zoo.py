@@ -495,3 +495,26 @@ def test_cli_list_shows_bundled_models() -> None:
     assert res.exit_code == 0
     for name in zoo_names():
         assert name in res.output
+
+
+def test_shipped_smollm2_ground_truth_is_complete_data() -> None:
+    """circuits/zoo/ground_truth/smollm2-135m.json (benchmarks/smollm2_ground_truth.py): what the loader and
+    `circuits compare` read, with how it was computed, the full single-head table and the resample circuit."""
+    from circuits.models.gguf import GROUND_TRUTH_DIR, shipped_ground_truth
+
+    path = GROUND_TRUTH_DIR / "smollm2-135m.json"
+    if not path.is_file():
+        pytest.skip("no shipped SmolLM2 ground truth")
+    data = json.loads(path.read_text())
+    truths = shipped_ground_truth("smollm2-135m")
+    assert set(truths) == set(data) and set(data) <= {"ioi", "greaterthan", "docstring"}
+    for name, entry in data.items():
+        truths[name].validate(30, 9)
+        assert len(entry["single_head_effects"]) == 270 and entry["faithfulness"]["normalized"] >= 0.9
+        method = entry["method"]
+        assert method["ablation_method"] == "mean" and method["threshold"] == 0.9 and method["n_prompts"] > 0
+        assert "prompt_seed" in method and entry["search"]["forward_passes"] > 0
+        resample = GroundTruth.from_dict(entry["resample"])
+        resample.validate(30, 9)
+        assert entry["resample"]["method"]["ablation_method"] == "resample"
+        assert entry["resample"]["faithfulness"]["normalized"] >= 0.9
