@@ -25,44 +25,25 @@ import numpy as np
 
 from circuits.atomic import atomic_write
 from circuits.discovery.config import FindConfig
-from circuits.discovery.pipeline import find_circuit, ground_truth_for, split_prompts
-from circuits.errors import CircuitsError, did_you_mean
+from circuits.discovery.pipeline import ground_truth_for, split_prompts
+from circuits.errors import CircuitsError
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores
 from circuits.jsonio import read_json
-from circuits.methods import BASELINES, SELECTION_NOTE, run_baseline
+from circuits.methods import SELECTION_NOTE
+from circuits.methods.registry import MethodInput, expand, get_method
 from circuits.models import LoadedModel
 from circuits.progress import Progress
+from circuits.stats import mean_std
 from tasks.base import GroundTruth, Task
 
-SAE = "sae"
-METHODS = (SAE, *BASELINES)
-STOCHASTIC = (SAE, "patching-resample")
-GROUPS = {"patching": ("patching-mean", "patching-resample")}
 DEFAULT_METHODS = "sae,patching,eap,acdc"
 ALTERNATIVE_TRUTHS = ("resample",)  # shipped beside a model's mean-ablation ground truth
-LABELS = {SAE: "discrete SAE", "patching-mean": "patching (mean)", "patching-resample": "patching (resample)",
-          "eap": "EAP", "acdc": "ACDC"}
 
 
 def parse_methods(spec: str) -> list[str]:
     """'sae,patching,eap' -> ['sae', 'patching-mean', 'patching-resample', 'eap'] (order kept)."""
-    out: list[str] = []
-    for raw in spec.split(","):
-        name = raw.strip().lower()
-        if not name:
-            continue
-        expanded = GROUPS.get(name, (name,))
-        for m in expanded:
-            if m not in METHODS:
-                known = ", ".join([*METHODS, *GROUPS])
-                raise CircuitsError(f"unknown method '{name}'{did_you_mean(name, [*METHODS, *GROUPS])} "
-                                    f"(known: {known})")
-            if m not in out:
-                out.append(m)
-    if not out:
-        raise CircuitsError("no methods given (e.g. --methods sae,patching,eap,acdc)")
-    return out
+    return expand(spec)
 
 
 @dataclass(frozen=True)
@@ -88,44 +69,26 @@ class CompareConfig:
         if self.acdc_distance not in ("kl", "metric"):
             raise CircuitsError(f"unknown ACDC distance '{self.acdc_distance}' (kl, metric)")
         for m in self.methods:
-            if m not in METHODS:
-                raise CircuitsError(f"unknown method '{m}'")
+            get_method(m)
 
 
 def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig, seed: int
              ) -> dict[str, Any]:
     """Scores, selected heads, edges and cost of `method` with method seed `seed`."""
     prompt_seed = seed if config.vary_prompts else config.find.seed
-    find = replace(config.find, seed=prompt_seed, sae_seed=seed, selection=config.selection)
-    n_score = find.n_score
-    if method == SAE:
-        result = find_circuit(task, loaded, find)
-        return {"node_scores": result.node_scores, "selected": result.circuit,
-                "edge_scores": result.edge_scores if find.edges else None,
-                "seconds": result.timings["total"] - result.timings.get("prompts", 0.0),
-                "forward": (find.n_train + 2 * n_score) / n_score, "backward": 0.0, "details": {}}
-    prompts = task.prompts(loaded.tokenizer, find.n_train + n_score, prompt_seed)
-    _, score_set = split_prompts(prompts, find.n_train)
-    options: dict[str, Any] = {}
-    if method == "acdc":
-        score_set = score_set.subset(slice(0, min(len(score_set), config.acdc_prompts)))
-        options["distance"] = config.acdc_distance
-    baseline = run_baseline(method, loaded.model, task, score_set, seed=seed, selection=config.selection,
-                            **options)
-    unit = len(score_set) / n_score  # passes over this method's prompts -> passes over n_score prompts
-    details = {k: v for k, v in baseline.details.items() if not k.startswith("signed")}
-    return {"node_scores": baseline.node_scores, "selected": baseline.selected,
-            "edge_scores": baseline.edge_scores, "seconds": baseline.seconds,
-            "forward": baseline.n_forward * unit, "backward": baseline.n_backward * unit, "details": details}
+    find = replace(config.find, seed=prompt_seed, selection=config.selection)
+    options = {"acdc_prompts": config.acdc_prompts, "distance": config.acdc_distance}
+    run = get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed, options=options))
+    return {"node_scores": run.node_scores, "selected": run.selected, "edge_scores": run.edge_scores,
+            "seconds": run.seconds, "forward": run.forward, "backward": run.backward, "details": run.details}
 
 
 def _summary(values: list[float | None]) -> dict[str, Any] | None:
-    vals = [v for v in values if v is not None]
+    """Mean and population std over seeds (circuits.stats), with the values themselves."""
+    vals = [float(v) for v in values if v is not None]
     if not vals:
         return None
-    arr = np.asarray(vals, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-            "values": [float(v) for v in arr]}
+    return {**mean_std(vals), "values": vals}
 
 
 def alternative_truths(task: Task, loaded: LoadedModel) -> dict[str, GroundTruth]:
@@ -158,7 +121,7 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
     rankings: dict[str, Any] = {}  # "method#seed" -> node scores [layer, head]
     for m in config.methods:
         runs = []
-        method_seeds = seeds if m in STOCHASTIC or config.vary_prompts else seeds[:1]
+        method_seeds = seeds if get_method(m).stochastic or config.vary_prompts else seeds[:1]
         for i, seed in enumerate(method_seeds):
             if progress:
                 progress(m, i, len(method_seeds))
@@ -181,8 +144,8 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
         if progress:
             progress(m, len(method_seeds), len(method_seeds))
         methods[m] = {
-            "label": LABELS[m],
-            "stochastic": m in STOCHASTIC,
+            "label": get_method(m).label,
+            "stochastic": get_method(m).stochastic,
             "seeds": method_seeds,
             "node_roc_auc": _summary([r.get("roc_auc") for r in runs]),
             **{f"node_roc_auc_{name}": _summary([r.get(f"roc_auc_{name}") for r in runs])

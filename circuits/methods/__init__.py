@@ -1,6 +1,7 @@
-"""Baseline circuit-discovery methods behind one interface: `run_baseline(name, ...)` -> BaselineResult.
+"""Circuit-discovery methods behind one registry (`registry.REGISTRY`): the discrete-SAE method and the
+baselines, each `run(MethodInput) -> MethodRun`; `run_baseline(name, ...)` runs a baseline directly.
 
-Methods (all our own code: auto-circuit does not import with transformer-lens 3.x):
+Baselines (all our own code: auto-circuit does not import with transformer-lens 3.x):
 - "patching-mean", "patching-resample": activation patching per head (patching.py);
 - "eap": Edge Attribution Patching, node and head->head edge scores (eap.py);
 - "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py).
@@ -8,6 +9,7 @@ Methods (all our own code: auto-circuit does not import with transformer-lens 3.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from circuits._compat import HookedTransformer
@@ -16,12 +18,14 @@ from circuits.methods.acdc import acdc
 from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
 from circuits.methods.eap import edge_attribution_patching
 from circuits.methods.patching import activation_patching
+from circuits.methods.registry import Method, MethodInput, MethodRun, register, register_group
+from circuits.methods.sae import run_sae
 from tasks.base import PromptSet, Task
 
 BASELINES = ("patching-mean", "patching-resample", "eap", "acdc")
 
 __all__ = ["BASELINES", "BaselineResult", "DEFAULT_SELECTION", "SELECTION_NOTE", "acdc",
-           "activation_patching", "edge_attribution_patching", "run_baseline"]
+           "activation_patching", "edge_attribution_patching", "run_baseline", "run_registered_baseline"]
 
 
 def run_baseline(name: str, model: HookedTransformer, task: Task, prompts: PromptSet, seed: int = 0,
@@ -36,3 +40,36 @@ def run_baseline(name: str, model: HookedTransformer, task: Task, prompts: Promp
     if name == "acdc":
         return acdc(model, task, prompts, selection=selection, **options)
     raise CircuitsError(f"unknown baseline '{name}' (known: {', '.join(BASELINES)})")
+
+
+def run_registered_baseline(name: str, inp: MethodInput) -> MethodRun:
+    """A baseline on the scoring prompts of `inp.find` (the prompts the SAE method scores with)."""
+    from circuits.discovery.pipeline import split_prompts
+
+    find = inp.find
+    prompts = inp.task.prompts(inp.loaded.tokenizer, find.n_train + find.n_score, find.seed)
+    _, score_set = split_prompts(prompts, find.n_train)
+    options = dict(inp.options)
+    if name == "acdc":  # ACDC runs on the first acdc_prompts scoring prompts (it is the slowest method)
+        score_set = score_set.subset(slice(0, min(len(score_set), int(options.pop("acdc_prompts")))))
+    else:
+        options = {}
+    result = run_baseline(name, inp.loaded.model, inp.task, score_set, seed=inp.seed,
+                          selection=find.selection, **options)
+    unit = len(score_set) / find.n_score  # passes over this method's prompts -> passes over n_score prompts
+    details = {k: v for k, v in result.details.items() if not k.startswith("signed")}
+    return MethodRun(node_scores=result.node_scores, selected=result.selected, edge_scores=result.edge_scores,
+                     seconds=result.seconds, forward=result.n_forward * unit,
+                     backward=result.n_backward * unit, details=details)
+
+
+def _baseline(key: str) -> Callable[[MethodInput], MethodRun]:
+    return lambda inp: run_registered_baseline(key, inp)
+
+
+register(Method("sae", "discrete SAE", run_sae, stochastic=True))
+register(Method("patching-mean", "patching (mean)", _baseline("patching-mean"), stochastic=False))
+register(Method("patching-resample", "patching (resample)", _baseline("patching-resample"), stochastic=True))
+register(Method("eap", "EAP", _baseline("eap"), stochastic=False))
+register(Method("acdc", "ACDC", _baseline("acdc"), stochastic=False))
+register_group("patching", ("patching-mean", "patching-resample"))
