@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from circuits.atomic import atomic_write
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
 
@@ -136,10 +137,9 @@ def cached_tensors(kind: str, key_parts: dict[str, Any], compute: Callable[[], d
         return load_file(str(path)), key_parts, True
     tensors = compute()
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"key": json.dumps(key_parts, sort_keys=True)})
-    os.replace(tmp, path)
+    contiguous = {k: v.contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(contiguous, tmp,
+                                             metadata={"key": json.dumps(key_parts, sort_keys=True)}))
     return tensors, key_parts, False
 
 

@@ -16,7 +16,6 @@ averaged, so N ranks with batch B/N each equal one process with batch B.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from circuits.atomic import atomic_write
 from circuits.errors import CircuitsError
 from circuits.sae.base import SAE
 from circuits.sae.distributed import rank_and_world as _distributed
@@ -296,9 +296,7 @@ class Trainer:
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore a checkpoint written by `save_checkpoint` for the same SAE config. Loading uses
