@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a scrip
 from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.discovery.pipeline import find_circuit  # noqa: E402
 from circuits.models import load_model  # noqa: E402
+from circuits.stats import mean_std  # noqa: E402
 from tasks import get_task  # noqa: E402
 
 METRICS = ("roc_auc", "precision", "recall", "f1", "edge_roc_auc")
@@ -33,8 +33,7 @@ def summarise(values: list[float]) -> dict[str, float | None]:
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "std": None, "min": None, "max": None}
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+    return {**mean_std(values), "min": min(values), "max": max(values)}
 
 
 def run_task(task_name: str, seeds: int, base: FindConfig) -> dict:

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from circuits.sae import SAEConfig, make_sae, train_sae  # noqa: E402
 from circuits.sae.metrics import reconstruction_metrics  # noqa: E402
 from circuits.sae.synthetic import make_features, mean_max_cosine  # noqa: E402
+from circuits.stats import mean_std  # noqa: E402
 
 # Series: name -> (architecture, sparsity knob, sweep values, extra config). Inputs are normalised so
 # that E‖x‖² = d_in. "relu" is the modern recipe (free decoder, L1 weighted by decoder norms);
@@ -115,8 +115,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             entry: dict[str, Any] = {knob: v, "n_seeds": len(group)}
             for key in ("l0", "fvu", "shrinkage", "mmcs", "dead_fraction"):
                 vals = [r[key] for r in group]
-                entry[key] = statistics.fmean(vals)
-                entry[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                summary = mean_std(vals)
+                entry[key], entry[f"{key}_std"] = summary["mean"], summary["std"]
             points.append(entry)
         if points:
             out[series] = points

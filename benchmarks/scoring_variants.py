@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -44,6 +43,7 @@ from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.discovery.pipeline import split_prompts  # noqa: E402
 from circuits.discovery.scoring import _code_counts, node_scores  # noqa: E402
 from circuits.models import load_model  # noqa: E402
+from circuits.stats import mean_std  # noqa: E402
 from tasks import get_task  # noqa: E402
 
 
@@ -124,7 +124,7 @@ def discretisation_rows(task, loaded, labels: list[bool], seeds: int) -> list[di
 
 
 def _summary(aucs: dict[str, list[float]]) -> dict[str, dict]:
-    return {k: {"mean": statistics.fmean(v), "std": statistics.pstdev(v), "values": v}
+    return {k: {**mean_std(v), "values": v}
             for k, v in aucs.items()}
 
 

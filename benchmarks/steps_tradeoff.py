@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -35,6 +34,7 @@ from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.discovery.pipeline import find_circuit, split_prompts  # noqa: E402
 from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores  # noqa: E402
 from circuits.models import load_model  # noqa: E402
+from circuits.stats import mean_std  # noqa: E402
 from tasks import get_task  # noqa: E402
 
 
@@ -49,8 +49,7 @@ def quality(steps_list: list[int], seeds: int, tasks: list[str]) -> dict:
             for seed in range(seeds):
                 result = find_circuit(task, loaded, FindConfig(steps=steps, sae_seed=seed, edges=False))
                 aucs.append(result.evaluation["roc_auc"])
-            out[name][str(steps)] = {"mean": statistics.fmean(aucs), "std": statistics.pstdev(aucs),
-                                     "values": aucs}
+            out[name][str(steps)] = {**mean_std(aucs), "values": aucs}
     return out
 
 

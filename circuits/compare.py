@@ -34,7 +34,7 @@ from circuits.methods import SELECTION_NOTE
 from circuits.methods.registry import MethodInput, expand, get_method
 from circuits.models import LoadedModel
 from circuits.progress import Progress
-from circuits.stats import mean_std
+from circuits.stats import STD_NOTE, mean_std
 from tasks.base import GroundTruth, Task
 
 DEFAULT_METHODS = "sae,patching,eap,acdc"
@@ -240,7 +240,7 @@ def _seed_note(config: CompareConfig) -> str:
         note = (f"prompts drawn once with seed {config.find.seed}; the stochastic methods (sae: SAE "
                 "initialisation, patching-resample: resample draws) run once per seed, the deterministic "
                 "ones (patching-mean, eap, acdc) once")
-    return note + "; std is the sample std (ddof=1) over seeds"
+    return f"{note}; {STD_NOTE}"
 
 
 def write_roc_plot(report: dict[str, Any], path: Path) -> Path:
