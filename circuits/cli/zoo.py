@@ -107,6 +107,32 @@ def _row(manifest: dict[str, Any], name: str = "") -> dict[str, Any]:
     }
 
 
+def _pretrained_rows() -> list[dict[str, Any]]:
+    """One row per task of each pretrained model that ships a ground truth as data (smollm2-135m), read
+    from that file alone: the model is not loaded."""
+    from circuits.jsonio import read_json
+    from circuits.models.gguf import GROUND_TRUTH_DIR
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(GROUND_TRUTH_DIR.glob("*.json")) if GROUND_TRUTH_DIR.is_dir() else []:
+        for task, truth in read_json(path, expect_object=True).items():
+            method, faith = truth.get("method", {}), truth.get("faithfulness", {})
+            resample = truth.get("resample") or {}
+            effects = truth.get("single_head_effects", [])  # one entry per head of the model
+            shape = (f"{max(e['layer'] for e in effects) + 1}x{max(e['head'] for e in effects) + 1}"
+                     if effects else "?")
+            rows.append({
+                "name": f"{path.stem} ({task})", "task": task, "shape": shape,
+                "heads_total": len(effects) or None,
+                "accuracy": method.get("accuracy"), "negative_fraction_positive": None,
+                "negative_mean_metric": None, "circuit_heads": len(truth.get("heads", [])),
+                "circuit": truth.get("heads"), "edges": len(truth.get("edges", [])),
+                "faithfulness": faith.get("normalized"), "ratio": faith.get("ratio"), "train_seconds": None,
+                "resample_circuit_heads": len(resample.get("heads", [])) if resample else None,
+                "ground_truth_prompts": method.get("n_prompts"), "file": str(path)})
+    return rows
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -126,6 +152,7 @@ def list_cmd(
             rows.append(_row(read_manifest(ZOO_DIR / name), name))
         except CircuitsError as err:
             rows.append({"name": name, "error": str(err)})
+    rows += _pretrained_rows()
     if json_out:
         print_json({"directory": str(ZOO_DIR), "models": rows})
         return
@@ -148,7 +175,7 @@ def list_cmd(
             r["name"], r["shape"], _fmt(r["accuracy"], ".1%"), _fmt(r["negative_fraction_positive"], ".0%"),
             _fmt(r["negative_mean_metric"], ".2f"),
             f"{_fmt(r['circuit_heads'], 'd')}/{_fmt(r['heads_total'], 'd')}", _fmt(r["edges"], "d"),
-            _fmt(r["faithfulness"], ".3f"), _fmt(r["ratio"], ".3f"), f"{_fmt(r['train_seconds'], '.0f')}s")
+            _fmt(r["faithfulness"], ".3f"), _fmt(r["ratio"], ".3f"), _fmt(r["train_seconds"], ".0f") + ("s" if r["train_seconds"] is not None else ""))
     console.print(table)
 
 
