@@ -175,7 +175,8 @@ def list_cmd(
             r["name"], r["shape"], _fmt(r["accuracy"], ".1%"), _fmt(r["negative_fraction_positive"], ".0%"),
             _fmt(r["negative_mean_metric"], ".2f"),
             f"{_fmt(r['circuit_heads'], 'd')}/{_fmt(r['heads_total'], 'd')}", _fmt(r["edges"], "d"),
-            _fmt(r["faithfulness"], ".3f"), _fmt(r["ratio"], ".3f"), _fmt(r["train_seconds"], ".0f") + ("s" if r["train_seconds"] is not None else ""))
+            _fmt(r["faithfulness"], ".3f"), _fmt(r["ratio"], ".3f"),
+            "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}s")
     console.print(table)
 
 
