@@ -488,9 +488,19 @@ def test_cli_list_shows_bundled_models() -> None:
     res = CliRunner().invoke(zoo_app, ["list", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert [m["name"] for m in data["models"]] == zoo_names()
-    for model in data["models"]:
+    bundled = [m for m in data["models"] if m["name"] in zoo_names()]
+    assert [m["name"] for m in bundled] == zoo_names()
+    for model in bundled:
         assert model["accuracy"] >= 0.95 and model["circuit_heads"] < model["heads_total"] / 2
+    # then one row per task of each pretrained model that ships its ground truth as data
+    from circuits.models.gguf import GROUND_TRUTH_DIR
+
+    shipped = json.loads((GROUND_TRUTH_DIR / "smollm2-135m.json").read_text())
+    pretrained = data["models"][len(bundled):]
+    assert [m["name"] for m in pretrained] == [f"smollm2-135m ({task})" for task in shipped]
+    for model in pretrained:
+        assert model["heads_total"] == 270 and model["shape"] == "30x9"
+        assert model["circuit_heads"] == len(shipped[model["task"]]["heads"])
     res = CliRunner().invoke(zoo_app, ["list"])
     assert res.exit_code == 0
     for name in zoo_names():
