@@ -67,7 +67,8 @@ def test_get_task_names_and_unknown():
     assert isinstance(get_task("ioi"), IOITask)
     assert isinstance(get_task("greaterthan"), GreaterThanTask)
     assert isinstance(get_task("docstring"), DocstringTask)
-    with pytest.raises(CircuitsError, match=r"unknown task 'nope' \(known: ioi, greaterthan, docstring\)"):
+    known = r"\(known: ioi, greaterthan, docstring, or a .jsonl task file\)"
+    with pytest.raises(CircuitsError, match=r"unknown task 'nope' " + known):
         get_task("nope")
 
 
