@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from circuits.atomic import atomic_write, atomic_write_text
+from circuits.corpus.files import CORPUS_FORMAT, CORPUS_MANIFEST, corpus_files, read_manifest
 from circuits.errors import CircuitsError
 
-CORPUS_MANIFEST = "corpus.json"
-CORPUS_FORMAT = "circuits-text-corpus-1"
 SHARD_NAME = "shard-{:05d}.jsonl"
 DOC_SUFFIXES = (".rst", ".md")
 SKIP_DIRS = frozenset(
@@ -359,36 +358,6 @@ def build_corpus(
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
-def read_manifest(corpus_dir: Path) -> dict[str, Any]:
-    """The manifest of a built corpus directory (CircuitsError, one line, when missing or corrupt)."""
-    path = Path(corpus_dir) / CORPUS_MANIFEST
-    if not path.is_file():
-        raise CircuitsError(f"{corpus_dir}: no {CORPUS_MANIFEST} (not a built corpus)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CircuitsError(f"{path}: corrupt manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CORPUS_FORMAT:
-        raise CircuitsError(f"{path}: not a {CORPUS_FORMAT} manifest")
-    return manifest
-
-
-def corpus_files(corpus_dir: Path) -> list[Path]:
-    """The shard files of a corpus directory, in order: the manifest's list when there is one, else
-    every *.jsonl then *.txt file, sorted."""
-    corpus_dir = Path(corpus_dir)
-    if (corpus_dir / CORPUS_MANIFEST).exists():
-        files = [corpus_dir / s["file"] for s in read_manifest(corpus_dir)["shards"]]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise CircuitsError(f"{corpus_dir}: shard {missing[0]} listed in {CORPUS_MANIFEST} is missing")
-        return files
-    files = sorted(corpus_dir.glob("*.jsonl")) + sorted(corpus_dir.glob("*.txt"))
-    if not files:
-        raise CircuitsError(f"corpus directory {corpus_dir} has no .jsonl or .txt files")
-    return files
-
-
 def verify_corpus(corpus_dir: Path) -> dict[str, Any]:
     """Recompute every shard's sha256 and the content hash; CircuitsError on any mismatch."""
     manifest = read_manifest(corpus_dir)

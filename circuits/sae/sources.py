@@ -169,7 +169,7 @@ def iter_documents(path: Path, text_field: str = "text") -> Iterator[str]:
     corpus (circuits.corpus): its shards in the order of its corpus.json, else its sorted .jsonl/.txt."""
     path = Path(path)
     if path.is_dir():
-        from circuits.corpus.build import corpus_files  # lazy: circuits.corpus imports this module
+        from circuits.corpus.files import corpus_files  # lazy: the corpus package imports this module
 
         for shard in corpus_files(path):
             yield from iter_documents(shard, text_field)
