@@ -29,6 +29,7 @@ from torch import Tensor
 from circuits.atomic import atomic_write
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
+from circuits.sae.sources import SINK_NORM_RATIO
 
 CORPUS_ENV = "CIRCUITS_CORPUS"
 CACHE_ENV = "CIRCUITS_CACHE"
@@ -62,12 +63,6 @@ def ensure_corpus(path: Path | str | None = None, max_chars: int | None = DEFAUL
     manifest = build_corpus(out, max_chars=max_chars, max_chars_per_source=max_chars_per_source,
                             progress=progress)
     return out, manifest
-
-
-# Rows whose norm exceeds this multiple of the median are attention-sink "massive activations" (SmolLM2
-# at block 12: ~24,000 against a median of ~145, at position 0 of every context and on some newlines).
-# A few dozen such rows hold most of the variance, so they would decide FVU and the input scale alone.
-SINK_NORM_RATIO = 10.0
 
 
 @dataclass

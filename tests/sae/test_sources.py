@@ -202,3 +202,23 @@ def test_model_source_batch_larger_than_buffer(tiny_model_dir: Path, corpus_txt:
     )
     assert src.next_batch(100).shape == (1, 100, 32)
     assert src.next_batch(100).shape == (1, 100, 32)
+
+
+def test_model_source_drops_attention_sink_rows(tiny_model_dir: Path, corpus_txt: Path) -> None:
+    """Rows above sink_norm_ratio x the batch's median row norm are left out (and counted); None keeps all."""
+    lm = load_model(str(tiny_model_dir))
+
+    def rows(ratio: float | None) -> tuple[torch.Tensor, dict[str, int]]:
+        src = ModelActivationSource(lm.model, lm.tokenizer, HOOK, corpus_txt, context_size=16, model_batch=4,
+                                    buffer_rows=256, sink_norm_ratio=ratio)
+        contexts = [src._next_context() for _ in range(4)]
+        return src._rows(contexts), src.stats
+
+    kept_all, _ = rows(None)
+    kept_default, stats_default = rows(10.0)  # the default: the tiny model has no sinks, nothing dropped
+    assert torch.equal(kept_all, kept_default) and stats_default.get("sink_rows_dropped", 0) == 0
+    kept_half, stats_half = rows(1.0)  # everything above the median norm goes
+    median = float(kept_all.norm(dim=-1).median())
+    assert stats_half["sink_rows_dropped"] > 0
+    assert len(kept_half) + stats_half["sink_rows_dropped"] == len(kept_all)
+    assert float(kept_half.norm(dim=-1).max()) <= median + 1e-4
