@@ -205,7 +205,6 @@ def test_compare_sae_runs_are_circuits_find_runs(ioi_model_dir):
     (["--n-score", "0"], "--n-score must be positive"),
     (["--acdc-distance", "l2"], "unknown ACDC distance"),
     (["--selection", "best"], "unknown selection rule"),
-    (["--model", "random:attn-only-4l"], "needs a ground truth"),
 ])
 def test_compare_bad_input_is_one_line_and_exit_2(ioi_model_dir, args, message):
     base = ["compare", "--task", "ioi", "--model", str(ioi_model_dir), "--n-score", "8", "--seeds", "1",
@@ -292,3 +291,15 @@ def test_compare_on_the_bundled_ioi_model():
     assert 0.55 < methods["sae"]["node_roc_auc"]["mean"] < 0.85  # README: 0.693 +- 0.032 at n_score 250
     assert methods["patching-mean"]["node_roc_auc"]["mean"] >= 0.8
     assert methods["acdc"]["forward_passes"]["mean"] > methods["eap"]["forward_passes"]["mean"]
+
+
+def test_compare_without_ground_truth_reports_cpr_cmd_instead_of_refusing():
+    """A model with no ground truth (random weights here) still gets every method's MIB CPR/CMD."""
+    res = run_cli("compare", "--task", "ioi", "--model", "random:attn-only-4l", "--n-score", "8",
+                  "--seeds", "1", "--methods", "eap", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["ground_truth"] is None
+    eap = data["methods"]["eap"]
+    assert eap["node_roc_auc"] is None
+    assert any(key.startswith("cpr") for key in eap), sorted(eap)
