@@ -29,16 +29,15 @@ from circuits.discovery.pipeline import ground_truth_for, split_prompts
 from circuits.errors import CircuitsError
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores
-from circuits.jsonio import read_json
 from circuits.methods import SELECTION_NOTE
 from circuits.methods.registry import MethodInput, expand, get_method
 from circuits.models import LoadedModel
+from circuits.models.gguf import alternative_truths
 from circuits.progress import Progress
 from circuits.stats import STD_NOTE, mean_std
 from tasks.base import GroundTruth, Task
 
 DEFAULT_METHODS = "sae,patching,eap,acdc"
-ALTERNATIVE_TRUTHS = ("resample",)  # shipped beside a model's mean-ablation ground truth
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -89,21 +88,6 @@ def _summary(values: list[float | None]) -> dict[str, Any] | None:
     if not vals:
         return None
     return {**mean_std(vals), "values": vals}
-
-
-def alternative_truths(task: Task, loaded: LoadedModel) -> dict[str, GroundTruth]:
-    """Ground truths the model ships beside its main one, by name (e.g. "resample": the circuit under
-    resample ablation that `benchmarks/smollm2_ground_truth.py` stores in the task's entry)."""
-    from circuits.models.gguf import GROUND_TRUTH_DIR
-
-    path = GROUND_TRUTH_DIR / f"{loaded.name}.json"
-    if not path.is_file():
-        return {}
-    entry = read_json(path, expect_object=True).get(task.name)
-    if not isinstance(entry, dict):
-        return {}
-    return {name: GroundTruth.from_dict(entry[name]) for name in ALTERNATIVE_TRUTHS
-            if isinstance(entry.get(name), dict)}
 
 
 def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,

