@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 from circuits.atomic import atomic_directory, atomic_write
 from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
-from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, tl_config
+from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, check_start_token, tl_config
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import HFTokenizer
 from tasks.base import GroundTruth, Task, ground_truths_from
@@ -243,9 +243,7 @@ def read_gguf(path: Path) -> tuple[Any, Any]:
         except Exception as err:
             raise ModelLoadError(f"{path}: transformers cannot load this GGUF "
                                  f"({type(err).__name__}: {_first_line(err)})") from None
-    if tokenizer.bos_token_id is None and tokenizer.eos_token_id is None:
-        raise ModelLoadError(f"{path}: the tokenizer has neither a BOS nor an EOS token to start prompts "
-                             f"with")
+    check_start_token(tokenizer, path)
     return model, tokenizer
 
 

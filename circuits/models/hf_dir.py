@@ -121,9 +121,7 @@ def load_hf_model_dir(directory: Path, name: str | None = None) -> LoadedModel:
         except Exception as err:
             raise ModelLoadError(f"{directory}: cannot load the tokenizer "
                                  f"({type(err).__name__}: {_first_line(err)})") from None
-    if hf_tokenizer.bos_token_id is None and hf_tokenizer.eos_token_id is None:
-        raise ModelLoadError(f"{directory}: the tokenizer has neither a BOS nor an EOS token to start "
-                             f"prompts with")
+    check_start_token(hf_tokenizer, directory)
     architecture = type(hf_model).__name__
     model = _convert(hf_model, hf_tokenizer, config, architecture, directory, HookedTransformer)
     model.cfg.model_name = directory.name
@@ -181,6 +179,13 @@ def _tl_config_at(scratch: Path, hf_cfg: dict[str, Any]) -> Any:
                                               default_prepend_bos=False, fold_ln=False, local_files_only=True)
     cfg.tokenizer_name = None  # the tokenizer is handed over by the caller, never fetched by name
     return cfg
+
+
+def check_start_token(hf_tokenizer: Any, where: Path) -> None:
+    """Prompts start with BOS (or EOS where there is none): refuse a tokenizer that has neither."""
+    if hf_tokenizer.bos_token_id is None and hf_tokenizer.eos_token_id is None:
+        raise ModelLoadError(f"{where}: the tokenizer has neither a BOS nor an EOS token to start "
+                             f"prompts with")
 
 
 def _first_line(err: BaseException) -> str:
