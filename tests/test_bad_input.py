@@ -132,8 +132,9 @@ CASES: list[tuple[list[str], str]] = [
     ([*COMPARE, "--acdc-distance", "foo"], "ACDC distance"),
     ([*COMPARE, "--seed", "-1"], "--seed"),
     (["compare", "--task", "nope"], "unknown task 'nope'"),
-    (["compare", "--task", "ioi", "--model", "random:attn-only-4l", "--n-score", "8", "--n-train", "4",
-      "--out", "{ws}/new_cmp"], "ground truth"),
+    # (a model without ground truth is no longer bad input: compare reports CPR/CMD for it)
+    (["compare", "--task", "ioi", "--model", "tiny-io", "--n-score", "8", "--out", "{ws}/new_cmp"],
+     "did you mean 'tiny-ioi'"),
     # --- evaluate
     ([*EVAL, "{ws}/nowhere"], "no such result file"),
     ([*EVAL, "{ws}/notjson.json"], "not valid JSON"),
