@@ -52,6 +52,8 @@ class CompareConfig:
     find: FindConfig = FindConfig()
     acdc_prompts: int = 100
     acdc_distance: str = "kl"
+    patching_prompts: int = 0  # patching runs on the first N scoring prompts (0: all n_score)
+    baseline_seeds: int | None = None  # seeds of the stochastic baselines (None: `seeds`)
     selection: str = "otsu"
     vary_prompts: bool = False
     mib_prompts: int = 50  # CPR/CMD on the first N scoring prompts (0: not computed)
@@ -65,6 +67,10 @@ class CompareConfig:
             raise CircuitsError(f"--seeds must be at least 1, got {self.seeds}")
         if self.acdc_prompts < 1:
             raise CircuitsError(f"--acdc-prompts must be positive, got {self.acdc_prompts}")
+        if self.patching_prompts < 0:
+            raise CircuitsError(f"--patching-prompts must be zero (all) or more, got {self.patching_prompts}")
+        if self.baseline_seeds is not None and self.baseline_seeds < 1:
+            raise CircuitsError(f"--baseline-seeds must be at least 1, got {self.baseline_seeds}")
         if self.acdc_distance not in ("kl", "metric"):
             raise CircuitsError(f"unknown ACDC distance '{self.acdc_distance}' (kl, metric)")
         for m in self.methods:
@@ -76,10 +82,20 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
     """Scores, selected heads, edges and cost of `method` with method seed `seed`."""
     prompt_seed = seed if config.vary_prompts else config.find.seed
     find = replace(config.find, seed=prompt_seed, selection=config.selection)
-    options = {"acdc_prompts": config.acdc_prompts, "distance": config.acdc_distance}
+    options = {"acdc_prompts": config.acdc_prompts, "distance": config.acdc_distance,
+               "patching_prompts": config.patching_prompts}
     run = get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed, options=options))
     return {"node_scores": run.node_scores, "selected": run.selected, "edge_scores": run.edge_scores,
             "seconds": run.seconds, "forward": run.forward, "backward": run.backward, "details": run.details}
+
+
+def _method_seeds(method: str, seeds: list[int], config: CompareConfig) -> list[int]:
+    """Every seed for a stochastic method (the stochastic baselines: the first `baseline_seeds`), one otherwise."""
+    if not (get_method(method).stochastic or config.vary_prompts):
+        return seeds[:1]
+    if method != "sae" and not method.startswith("sae-") and config.baseline_seeds is not None:
+        return seeds[:config.baseline_seeds]
+    return seeds
 
 
 def _summary(values: list[float | None]) -> dict[str, Any] | None:
@@ -105,7 +121,7 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
     rankings: dict[str, Any] = {}  # "method#seed" -> node scores [layer, head]
     for m in config.methods:
         runs = []
-        method_seeds = seeds if get_method(m).stochastic or config.vary_prompts else seeds[:1]
+        method_seeds = _method_seeds(m, seeds, config)
         for i, seed in enumerate(method_seeds):
             if progress:
                 progress(m, i, len(method_seeds))
@@ -167,6 +183,8 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
             "passes": "forward/backward passes in units of one pass over the n_score scoring prompts "
                       "(a batched pass over k copies counts k; the SAE method also reads its n_train "
                       "training prompts)",
+            "patching": (f"patching on the first {config.patching_prompts} scoring prompts"
+                         if config.patching_prompts else "patching on every scoring prompt"),
             "acdc": f"ACDC on the first {config.acdc_prompts} scoring prompts, distance "
                     f"{config.acdc_distance}, head-level graph (one edge covers q, k and v)",
             "seconds": "wall clock of each method alone (prompt building excluded)",
@@ -252,6 +270,47 @@ def write_roc_plot(report: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(-0.01, 1.01)
     ax.set_title(f"{report['task']} on {report['model']}: node ROC (seed {report['seeds'][0]})", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    return path
+
+
+def write_faithfulness_plot(report: dict[str, Any], path: Path) -> Path | None:
+    """MIB faithfulness curves (first seed of each method, and the random floor), one panel per
+    intervention, CPR mean +- std in the legend; written atomically. None when CPR/CMD were not computed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mib = report.get("mib")
+    if not mib:
+        return None
+    interventions = list(mib["interventions"])
+    fig = Figure(figsize=(5.5 * len(interventions), 4.8))
+    FigureCanvasAgg(fig)
+    grid = mib["grid"]
+    for j, intervention in enumerate(interventions):
+        ax = fig.add_subplot(1, len(interventions), j + 1)
+        scored = mib["interventions"][intervention]["rankings"]
+        for m, entry in report["methods"].items():
+            curve = scored.get(f"{m}#{entry['seeds'][0]}")
+            if curve is None:
+                continue
+            cpr = entry.get(f"cpr_{intervention}")
+            label = entry["label"]
+            if cpr is not None:
+                label += (f" (CPR {cpr['mean']:.3f} ± {cpr['std']:.3f})" if len(cpr["values"]) > 1
+                          else f" (CPR {cpr['mean']:.3f})")
+            ax.plot(grid, curve["faithfulness"], marker="o", markersize=3, linewidth=1.4, label=label)
+        if RANDOM in scored:
+            ax.plot(grid, scored[RANDOM]["faithfulness"], color="0.5", linestyle="--", linewidth=1,
+                    label=f"random ranking (CPR {scored[RANDOM]['cpr']:.3f})")
+        ax.axhline(1.0, color="0.8", linewidth=0.8)
+        ax.set_xlabel("fraction of heads kept (top of the ranking)")
+        ax.set_ylabel("faithfulness")
+        ax.set_title(f"{report['task']} on {report['model']}: {intervention} ablation "
+                     f"({mib['n_prompts']} prompts)", fontsize=9)
+        ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))

@@ -40,9 +40,16 @@ def compare(
     n_score: int = config_option(FindConfig, "n_score"),
     acdc_prompts: int = typer.Option(100, help="ACDC runs on the first N scoring prompts"),
     acdc_distance: str = typer.Option("kl", help="ACDC distance: kl | metric"),
+    patching_prompts: int = typer.Option(
+        0, help="patching runs on the first N scoring prompts (one pass per head: the slowest after ACDC); "
+                "0: all"),
+    baseline_seeds: int | None = typer.Option(
+        None, help="seeds of the stochastic baselines (patching-resample); default: --seeds"),
+    mib_prompts: int = typer.Option(50, help="CPR/CMD (MIB) on the first N scoring prompts; 0: not computed"),
+    mib_random: int = typer.Option(3, help="random rankings averaged into the CPR/CMD floor"),
     selection: str = typer.Option("otsu",
                                   help="label-free rule on each method's scores: otsu | positive | top:K"),
-    out: Path | None = typer.Option(None, help="directory for compare.json and roc.png"),
+    out: Path | None = typer.Option(None, help="directory for compare.json, roc.png and faithfulness.png"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="replace existing output files (atomically); default: refuse"),
@@ -50,7 +57,13 @@ def compare(
                                                       "available"),
 ) -> None:
     """Compare the discrete-SAE method with activation patching, EAP and ACDC on one model."""
-    from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
+    from circuits.compare import (
+        CompareConfig,
+        compare_methods,
+        parse_methods,
+        write_faithfulness_plot,
+        write_roc_plot,
+    )
     from circuits.discovery.memory import ModelSizes, check_memory, estimate_baseline_bytes
     from circuits.discovery.pipeline import ground_truth_for
     from circuits.discovery.selection import check_rule
@@ -60,13 +73,14 @@ def compare(
     config = CompareConfig(methods=tuple(parse_methods(methods)), seeds=seeds,
                            find=FindConfig(n_train=n_train, n_score=n_score, seed=seed),
                            acdc_prompts=acdc_prompts, acdc_distance=acdc_distance, selection=selection,
-                           vary_prompts=vary_prompts)
+                           vary_prompts=vary_prompts, patching_prompts=patching_prompts,
+                           baseline_seeds=baseline_seeds, mib_prompts=mib_prompts, mib_random=mib_random)
     config.validate()
     check_rule(selection)
     task_obj = get_task(task)
     out_dir = check_writable_dir(out) if out is not None else None
     if out_dir is not None:
-        claim_outputs([out_dir / "compare.json", out_dir / "roc.png"], overwrite)
+        claim_outputs([out_dir / "compare.json", out_dir / "roc.png", out_dir / "faithfulness.png"], overwrite)
     loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
     check_rule(selection, loaded.n_layers * loaded.n_heads)
     truth, _ = ground_truth_for(task_obj, loaded)  # without one, compare reports CPR/CMD and agreement
@@ -87,6 +101,9 @@ def compare(
     if out_dir is not None:
         plot = write_roc_plot(result, out_dir / "roc.png")
         result["files"] = {"roc_plot": str(plot), "json": str(out_dir / "compare.json")}
+        faith_plot = write_faithfulness_plot(result, out_dir / "faithfulness.png")
+        if faith_plot is not None:
+            result["files"]["faithfulness_plot"] = str(faith_plot)
         atomic_write_text(out_dir / "compare.json", json.dumps(result, indent=2, default=_default))
     if as_json:
         print_json(result)
@@ -138,6 +155,7 @@ def _render_compare(result: dict[str, Any]) -> None:
     notes = result["notes"]
     results.print(f"selection: {notes['selection']}", highlight=False)
     acdc = f"; {notes['acdc']}" if "acdc" in result["methods"] else ""
-    results.print(f"passes: {notes['passes']}{acdc}", highlight=False)
+    patching = f"; {notes['patching']}" if any(m.startswith("patching") for m in result["methods"]) else ""
+    results.print(f"passes: {notes['passes']}{patching}{acdc}", highlight=False)
     if result.get("files"):
         results.print(f"wrote {', '.join(result['files'].values())}", highlight=False)

@@ -50,10 +50,13 @@ def run_registered_baseline(name: str, inp: MethodInput) -> MethodRun:
     prompts = inp.task.prompts(inp.loaded.tokenizer, find.n_train + find.n_score, find.seed)
     _, score_set = split_prompts(prompts, find.n_train)
     options = dict(inp.options)
-    if name == "acdc":  # ACDC runs on the first acdc_prompts scoring prompts (it is the slowest method)
-        score_set = score_set.subset(slice(0, min(len(score_set), int(options.pop("acdc_prompts")))))
-    else:
-        options = {}
+    # ACDC runs on the first acdc_prompts scoring prompts (it is the slowest method); patching on the first
+    # patching_prompts (0: all) when asked, since it costs one pass per head.
+    first = int(options.get("acdc_prompts", 0)) if name == "acdc" else (
+        int(options.get("patching_prompts", 0)) if name.startswith("patching") else 0)
+    if first:
+        score_set = score_set.subset(slice(0, min(len(score_set), first)))
+    options = {"distance": options["distance"]} if name == "acdc" and "distance" in options else {}
     result = run_baseline(name, inp.loaded.model, inp.task, score_set, seed=inp.seed,
                           selection=find.selection, **options)
     unit = len(score_set) / find.n_score  # passes over this method's prompts -> passes over n_score prompts
