@@ -48,14 +48,26 @@ def layered_pairs(n_layers: int, n_heads: int) -> torch.Tensor:
     return torch.stack([sender[keep], receiver[keep]], dim=1)
 
 
+EDGE_KEY_BUDGET = 2**20  # elements (int64) per [prompts, chunk] key tensor in edge_scores: 8 MiB
+
+
+def edge_chunk(n_rows: int, budget: int = EDGE_KEY_BUDGET) -> int:
+    """Pairs per edge_scores chunk so that an [n_rows, chunk] key tensor stays within `budget` elements."""
+    return max(1, min(4096, budget // max(n_rows, 1)))
+
+
 def edge_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int, pairs: torch.Tensor,
-                kind: ScoreKind = "count", chunk: int = 4096) -> torch.Tensor:
+                kind: ScoreKind = "count", chunk: int | None = None) -> torch.Tensor:
     """Score of each head pair from joint codes. pairs: [pairs, 2] flat head indices -> [pairs].
 
-    Pairs are processed in chunks so peak memory stays at O(prompts x chunk).
+    Pairs are processed in chunks (columns of the [prompts, pairs] key tensors); chunk=None sizes them
+    so each key tensor holds at most EDGE_KEY_BUDGET elements, so peak memory does not grow with the
+    number of prompts. Chunking never changes the scores (pairs are independent).
     """
     if kind not in SCORE_KINDS:
         raise CircuitsError(f"unknown score kind '{kind}' (known: {', '.join(SCORE_KINDS)})")
+    if chunk is None:
+        chunk = edge_chunk(max(codes_pos.shape[0], codes_neg.shape[0]))
     out = torch.empty(pairs.shape[0])
     for start in range(0, pairs.shape[0], chunk):
         sub = pairs[start:start + chunk]  # [p, 2]
