@@ -90,7 +90,7 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
 
 
 def _method_seeds(method: str, seeds: list[int], config: CompareConfig) -> list[int]:
-    """Every seed for a stochastic method (the stochastic baselines: the first `baseline_seeds`), one otherwise."""
+    """Every seed for a stochastic method (stochastic baselines: the first `baseline_seeds`), else one."""
     if not (get_method(method).stochastic or config.vary_prompts):
         return seeds[:1]
     if method != "sae" and not method.startswith("sae-") and config.baseline_seeds is not None:

@@ -303,3 +303,52 @@ def test_compare_without_ground_truth_reports_cpr_cmd_instead_of_refusing():
     eap = data["methods"]["eap"]
     assert eap["node_roc_auc"] is None
     assert any(key.startswith("cpr") for key in eap), sorted(eap)
+
+
+def test_patching_prompts_and_baseline_seeds_limit_the_baselines_only(planted):
+    """--patching-prompts: patching sees the first N scoring prompts (its passes shrink by N/n_score) and
+    still finds the planted heads; --baseline-seeds: resample patching runs fewer seeds than the SAE."""
+    task, loaded, _ = planted
+    base = CompareConfig(methods=("sae", "patching-mean", "patching-resample"), seeds=3, find=FAST_FIND,
+                         mib_prompts=0, selection="positive")
+    full = compare_methods(task, loaded, base)
+    cut = compare_methods(task, loaded, replace(base, patching_prompts=6, baseline_seeds=1))
+    n_score = FAST_FIND.n_score
+    ratio = cut["methods"]["patching-mean"]["forward_passes"]["mean"] / \
+        full["methods"]["patching-mean"]["forward_passes"]["mean"]
+    assert ratio == pytest.approx(6 / n_score)
+    assert cut["methods"]["patching-mean"]["node_roc_auc"]["mean"] == 1.0
+    assert cut["methods"]["sae"]["seeds"] == [0, 1, 2]
+    assert cut["methods"]["patching-resample"]["seeds"] == [0]
+    assert full["methods"]["patching-resample"]["seeds"] == [0, 1, 2]
+    assert "first 6 scoring prompts" in cut["notes"]["patching"]
+    with pytest.raises(CircuitsError, match="--patching-prompts"):
+        replace(base, patching_prompts=-1).validate()
+    with pytest.raises(CircuitsError, match="--baseline-seeds"):
+        replace(base, baseline_seeds=0).validate()
+
+
+def test_faithfulness_plot_written_with_mib_and_skipped_without(planted, tmp_path):
+    from circuits.compare import write_faithfulness_plot
+
+    task, loaded, _ = planted
+    config = CompareConfig(methods=("eap",), seeds=1, find=FAST_FIND, mib_prompts=8, mib_random=2)
+    report = compare_methods(task, loaded, config)
+    assert report["mib"]["n_random"] == 2 and report["mib"]["n_prompts"] == 8
+    path = write_faithfulness_plot(report, tmp_path / "faithfulness.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert write_faithfulness_plot({**report, "mib": None}, tmp_path / "none.png") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faithfulness.png"]
+
+
+def test_compare_command_takes_mib_options_and_writes_both_plots(ioi_model_dir, tmp_path):
+    out = tmp_path / "cmp"
+    res = run_cli("compare", "--task", "ioi", "--model", str(ioi_model_dir), "--methods", "eap",
+                  "--seeds", "1", "--n-score", "12", "--mib-prompts", "6", "--mib-random", "1", "--json",
+                  "--out", str(out))
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["mib"]["n_prompts"] == 6 and payload["mib"]["n_random"] == 1
+    assert (out / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
+    bad = run_cli("compare", "--task", "ioi", "--model", str(ioi_model_dir), "--mib-prompts", "-1")
+    assert bad.exit_code == 2 and "--mib-prompts" in bad.output

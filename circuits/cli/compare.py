@@ -80,7 +80,7 @@ def compare(
     task_obj = get_task(task)
     out_dir = check_writable_dir(out) if out is not None else None
     if out_dir is not None:
-        claim_outputs([out_dir / "compare.json", out_dir / "roc.png", out_dir / "faithfulness.png"], overwrite)
+        claim_outputs([out_dir / name for name in ("compare.json", "roc.png", "faithfulness.png")], overwrite)
     loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
     check_rule(selection, loaded.n_layers * loaded.n_heads)
     truth, _ = ground_truth_for(task_obj, loaded)  # without one, compare reports CPR/CMD and agreement
