@@ -13,7 +13,7 @@ pruning to necessity, a minimality check over a 12-head pool; the resample searc
 ranking rather than paying for a second table). Threshold 0.9 on both the normalised faithfulness and the
 plain ratio. Nothing here is tuned against anything.
 
-Output (committed data, not a test): `circuits/zoo/ground_truth/smollm2-135m.json`, task name -> the mean
+Output (committed data, not a test): `circuits/zoo/truths/smollm2-135m.json`, task name -> the mean
 circuit's GroundTruth dict (`tasks.base.GroundTruth.to_dict`, which `circuits.models.gguf` loads) plus
 its faithfulness, single-head effect table, edge effects, search record (seconds, passes), the model's
 accuracy on the prompts, and under "resample" the same for the resample circuit.
@@ -54,7 +54,7 @@ from circuits.zoo.ground_truth import GroundTruthResult, find_ground_truth  # no
 from tasks import get_task  # noqa: E402
 
 MODEL = "smollm2-135m"
-OUT = ROOT / "circuits" / "zoo" / "ground_truth" / f"{MODEL}.json"
+OUT = ROOT / "circuits" / "zoo" / "truths" / f"{MODEL}.json"
 TASKS = ("ioi", "docstring", "greaterthan")
 # prompts per task: docstring prompts are ~2.5x longer (40 tokens vs 16-18), so fewer of them
 N_PROMPTS = {"ioi": 6, "greaterthan": 6, "docstring": 4}

@@ -508,7 +508,7 @@ def test_cli_list_shows_bundled_models() -> None:
 
 
 def test_shipped_smollm2_ground_truth_is_complete_data() -> None:
-    """circuits/zoo/ground_truth/smollm2-135m.json (benchmarks/smollm2_ground_truth.py): what the loader and
+    """circuits/zoo/truths/smollm2-135m.json (benchmarks/smollm2_ground_truth.py): what the loader and
     `circuits compare` read, with how it was computed, the full single-head table and the resample circuit."""
     from circuits.models.gguf import GROUND_TRUTH_DIR, shipped_ground_truth
 

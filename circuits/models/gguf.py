@@ -44,7 +44,7 @@ SMOLLM2_START_TOKEN = "<|endoftext|>"
 
 CACHE_ENV = "CIRCUITS_CACHE"
 CACHE_FORMAT = 1  # bump when the cached layout changes
-GROUND_TRUTH_DIR = Path(__file__).resolve().parent.parent / "zoo" / "ground_truth"
+GROUND_TRUTH_DIR = Path(__file__).resolve().parent.parent / "zoo" / "truths"
 _WEIGHTS, _CONFIG, _MANIFEST = "model.safetensors", "config.json", "manifest.json"
 _TIED_UNEMBED = "unembed.W_U"  # not stored when the embeddings are tied: rebuilt as embed.W_E transposed
 
@@ -89,7 +89,7 @@ def alternative_truths(task: Task, loaded: LoadedModel) -> dict[str, GroundTruth
 
 
 def shipped_ground_truth(name: str) -> dict[str, GroundTruth]:
-    """Task name -> GroundTruth from `circuits/zoo/ground_truth/<name>.json`; no file, no ground truth."""
+    """Task name -> GroundTruth from `circuits/zoo/truths/<name>.json`; no file, no ground truth."""
     path = GROUND_TRUTH_DIR / f"{name}.json"
     if not path.is_file():
         return {}
