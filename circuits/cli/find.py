@@ -47,6 +47,9 @@ def find(
     l1: float = config_option(FindConfig, "l1"),
     steps: int = config_option(FindConfig, "steps"),
     score: str = config_option(FindConfig, "score"),
+    signal: str = config_option(FindConfig, "signal"),
+    verify: int = config_option(FindConfig, "verify"),
+    verify_prompts: int = config_option(FindConfig, "verify_prompts"),
     selection: str = config_option(FindConfig, "selection"),
     edges: bool = config_option(FindConfig, "edges"),
     faithfulness: bool = config_option(FindConfig, "faithfulness"),
@@ -74,6 +77,7 @@ def find(
 
     options: dict[str, Any] = dict(n_train=n_train, n_score=n_score, seed=seed, hook=hook, position=position,
                                    sae=sae, arch=arch, k=k, d_sae=d_sae, l1=l1, steps=steps, score=score,
+                                   signal=signal, verify=verify, verify_prompts=verify_prompts,
                                    selection=selection, edges=edges, faithfulness=faithfulness)
     config = FindConfig(**options)  # choice fields arrive as plain strings: validate() checks them
     config.validate()

@@ -8,6 +8,7 @@ here silence gets its own code (d_sae), so the two stay distinguishable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -88,10 +89,13 @@ def encode_codes(acts_train: torch.Tensor, acts_score: torch.Tensor, config: Fin
 
 @torch.no_grad()
 def streamed_codes(model: HookedTransformer, tokens: torch.Tensor, sae: SAE, config: FindConfig,
-                   batches: range | None = None) -> torch.Tensor:
+                   batches: range | None = None,
+                   stream: Callable[[slice, Callable[[int, int, torch.Tensor], None]], None] | None = None
+                   ) -> torch.Tensor:
     """tokens: [n, seq] -> codes [n*rows_per_prompt, layer*head], encoded inside the forward hook, so
     only codes are kept. batches: which batches of `config.batch_size` prompts to run (a rank's share);
-    rows of the others stay 0."""
+    rows of the others stay 0. stream(rows, consume): what is encoded for the prompts `rows` (consume as
+    in `stream_head_activations`); default: the heads' outputs (discovery.effect passes the effects)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     per_head = config.sae == "per-head"
     # per-head: each layer's hook encodes with that layer's groups only
@@ -107,6 +111,9 @@ def streamed_codes(model: HookedTransformer, tokens: torch.Tensor, sae: SAE, con
     size = config.batch_size
     for b in batches if batches is not None else range((tokens.shape[0] + size - 1) // size):
         consume = partial(encode, b * size * rows_per_prompt)
+        if stream is not None:
+            stream(slice(b * size, (b + 1) * size), consume)
+            continue
         stream_head_activations(model, tokens[b * size:(b + 1) * size], consume, config.hook, config.position,
                                 size)
     return codes

@@ -14,11 +14,13 @@ from circuits.errors import CircuitsError, did_you_mean
 HookKind = Literal["z", "result"]
 Position = Literal["mean", "last", "each"]
 SaeMode = Literal["shared", "per-head"]
-ScoreKind = Literal["count", "mass"]
+ScoreKind = Literal["count", "mass", "pair"]
+Signal = Literal["output", "effect"]
 HOOKS: tuple[str, ...] = get_args(HookKind)
 POSITIONS: tuple[str, ...] = get_args(Position)
 SAE_MODES: tuple[str, ...] = get_args(SaeMode)
 SCORE_KINDS: tuple[str, ...] = get_args(ScoreKind)
+SIGNALS: tuple[str, ...] = get_args(Signal)
 SAE_ARCHS_HELP = "SAE architecture (circuits.sae): relu | topk | batchtopk | gated | jumprelu | matryoshka"
 
 
@@ -47,7 +49,13 @@ class FindConfig:
     # 0.709 +- 0.033, 5 seeds; benchmarks/steps_tradeoff.py). It makes the SAE stage 4x cheaper.
     steps: int = _knob(100, "full-batch Adam steps of the SAE(s) (the paper: 500)")
     lr: float = _knob(1e-3, "Adam learning rate of the SAE(s)")
-    score: ScoreKind = _knob("count", "count (distinct positive-only codes, the paper's) | mass")
+    score: ScoreKind = _knob("count", "count (distinct positive-only codes, the paper's) | mass | pair "
+                                      "(fraction of prompt/corruption pairs whose code differs)")
+    signal: Signal = _knob("output", "what is encoded: output (each head's output, the paper's) | effect "
+                                     "(output x gradient of the task metric: one backward pass per batch)")
+    verify: int = _knob(0, "propose-then-verify: mean-ablate the top N heads one at a time and rank them "
+                           "first, by |metric change| (0: off)")
+    verify_prompts: int = _knob(10, "scoring positives the --verify ablations run on")
     selection: str = _knob("otsu", "otsu | positive | top:K (label-free rules)")
     edges: bool = _knob(True, "score head->head edges")
     faithfulness: bool = _knob(False, "measure the circuit's faithfulness by mean ablation")
@@ -73,12 +81,18 @@ class FindConfig:
             raise CircuitsError(f"--d-sae must be positive, got {self.d_sae}")
         for name, value, known in (("hook", self.hook, HOOKS), ("position", self.position, POSITIONS),
                                    ("SAE mode", self.sae, SAE_MODES), ("score", self.score, SCORE_KINDS),
+                                   ("signal", self.signal, SIGNALS),
                                    ("SAE architecture", self.arch, tuple(SAE_ARCHS))):
             if value not in known:
                 raise CircuitsError(f"unknown {name} '{value}'{did_you_mean(str(value), known)} "
                                     f"(known: {', '.join(known)})")
         if self.k < 1:
             raise CircuitsError(f"--k must be positive, got {self.k}")
+        if isinstance(self.verify, bool) or not isinstance(self.verify, int) or self.verify < 0:
+            raise CircuitsError(f"--verify must be zero (off) or a number of heads, got {self.verify}")
+        if (isinstance(self.verify_prompts, bool) or not isinstance(self.verify_prompts, int)
+                or self.verify_prompts < 1):
+            raise CircuitsError(f"--verify-prompts must be positive, got {self.verify_prompts}")
         if self.batch_size < 1:
             raise CircuitsError(f"--batch-size must be positive, got {self.batch_size}")
         check_rule(self.selection)

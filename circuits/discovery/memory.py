@@ -57,6 +57,9 @@ def estimate_find_bytes(config: FindConfig, sizes: ModelSizes, streamed: bool = 
     forward = batch * sizes.seq * (  # residual streams, per-head outputs, attention patterns
         sizes.n_layers * (4 * sizes.d_model + 3 * sizes.n_heads * sizes.d_head + sizes.n_heads * sizes.seq)
         + heads * d) * FLOAT * 2
+    if config.signal == "effect":  # the whole forward is kept for its backward (MLPs too), plus gradients
+        # and one layer's per-position effects [batch, seq, head, d]
+        forward = 4 * forward + 3 * batch * sizes.seq * sizes.n_heads * d * FLOAT
     codes = 3 * score_rows * heads * LONG  # codes, the summed copy, position offsets
     n_pairs = sum(sizes.n_heads * sizes.n_heads * (sizes.n_layers - 1 - layer) for layer in
                   range(sizes.n_layers)) if config.edges else 0

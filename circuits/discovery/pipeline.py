@@ -13,10 +13,12 @@ from circuits.ablation import faithfulness as measure_faithfulness
 from circuits.discovery.activations import head_activations
 from circuits.discovery.codes import fit_code_sae, n_codes, streamed_codes
 from circuits.discovery.config import FindConfig
+from circuits.discovery.effect import effect_activations, streamed_effect_codes
 from circuits.discovery.graph import build_graph
 from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
 from circuits.discovery.selection import select_heads
 from circuits.discovery.shard import my_batches, sum_over_ranks
+from circuits.discovery.verify import verify_heads
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
 from circuits.models.gguf import alternative_truths
 from circuits.models.loaded import LoadedModel
@@ -118,8 +120,13 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
     n_score = len(score_set)
     rows_per_prompt = train_tokens.shape[1] if config.position == "each" else 1
     # The SAE is fit on the training prompts' activations (a small pass that holds them) ...
-    acts_train = head_activations(loaded.model, train_tokens, config.hook, config.position,
-                                  config.batch_size)  # [n_train*rows_per_prompt, head, d]
+    if config.signal == "effect":  # row i of train_tokens is prompt i's positive or negative
+        acts_train = effect_activations(loaded.model, task, train_tokens,
+                                        prompts.subset(slice(0, train_tokens.shape[0])), config.hook,
+                                        config.position, config.batch_size)
+    else:
+        acts_train = head_activations(loaded.model, train_tokens, config.hook, config.position,
+                                      config.batch_size)  # [n_train*rows_per_prompt, head, d]
     lap("activations_train")
     sae = fit_code_sae(acts_train, config, progress)  # rank 0 trains, other ranks receive it
     del acts_train
@@ -128,7 +135,12 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
     # ... then the scoring prompts are encoded inside the forward hook: only codes are kept.
     tokens = torch.cat([score_set.positive, score_set.negative])  # [2*n_score, seq]
     n_batches = (tokens.shape[0] + config.batch_size - 1) // config.batch_size
-    codes = streamed_codes(loaded.model, tokens, sae, config, my_batches(n_batches))  # [rows, head]
+    if config.signal == "effect":  # a negative's metric reads its positive's answer (the same row)
+        metric_rows = score_set.subset(list(range(n_score)) * 2)
+        codes = streamed_effect_codes(loaded.model, task, tokens, metric_rows, sae, config,
+                                      my_batches(n_batches))
+    else:
+        codes = streamed_codes(loaded.model, tokens, sae, config, my_batches(n_batches))  # [rows, head]
     codes = sum_over_ranks(codes)  # every rank filled its own batches' rows, the rest are 0
     if progress:
         progress("activations", 1, 1)
@@ -139,6 +151,7 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
         codes = codes + (position * c)[:, None]
         c *= rows_per_prompt
     split = n_score * rows_per_prompt
+    # row r of codes_pos and of codes_neg: prompt r // rows_per_prompt and its corruption, same position
     codes_pos, codes_neg = codes[:split], codes[split:]
     lap("activations")
 
@@ -151,6 +164,11 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
         for (a, b), s in zip(pairs.tolist(), pair_scores.tolist(), strict=True):
             edges[(divmod(a, H), divmod(b, H))] = s
     lap("scoring")
+    verified = None
+    if config.verify:
+        scores, verified = verify_heads(loaded.model, task, score_set, scores, config.verify,
+                                        config.verify_prompts)
+        lap("verify")
 
     in_circuit = select_heads(scores, config.selection)
     truth, note = ground_truth_for(task, loaded)
@@ -158,6 +176,8 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
     result = CircuitResult(task=task.name, model=loaded.name, config=config, node_scores=scores,
                            in_circuit=in_circuit, edge_scores=edges, graph=graph, evaluation=None,
                            evaluation_note=note, timings=timings)
+    if verified is not None:
+        result.extra["verify"] = verified
     if truth is not None:
         evaluation = evaluate_heads(scores, result.circuit, truth)
         evaluation["edge_roc_auc"] = edge_auc(edges, truth, L, H) if config.edges else None

@@ -5,7 +5,9 @@ Two statistics, both label-free with respect to any ground truth:
   (the paper's score);
 - "mass": fraction of positive prompts whose code (pair) never occurs on negatives. It does not
   grow with the number of rare codes a noisy head emits, only with how much of the positive
-  distribution is unreachable from the negatives.
+  distribution is unreachable from the negatives;
+- "pair": positives and negatives are minimal pairs (row i of each comes from one prompt and its
+  corruption): the fraction of pairs whose code differs between the two (an edge: both codes differ).
 
 Edges use sorted integer keys (pair index, code_a, code_b) and set membership, so memory is
 O(prompts x pairs), never a dense heads^2 x codes^2 array.
@@ -21,7 +23,12 @@ from circuits.errors import CircuitsError
 
 def node_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int,
                 kind: ScoreKind = "count") -> torch.Tensor:
-    """codes_pos: [n_pos, head], codes_neg: [n_neg, head] (long, < n_codes) -> scores: [head]."""
+    """codes_pos: [n_pos, head], codes_neg: [n_neg, head] (long, < n_codes) -> scores: [head].
+
+    kind "pair": row i of codes_pos and of codes_neg come from one prompt and its corruption (n_pos == n_neg).
+    """
+    if kind == "pair":
+        return _differs(codes_pos, codes_neg).float().mean(0)
     count_pos = _code_counts(codes_pos, n_codes)  # [head, code]
     count_neg = _code_counts(codes_neg, n_codes)
     unique = (count_pos > 0) & (count_neg == 0)  # [head, code]
@@ -30,6 +37,14 @@ def node_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int,
     if kind == "mass":
         return (count_pos * unique).sum(1).float() / max(codes_pos.shape[0], 1)
     raise CircuitsError(f"unknown score kind '{kind}' (known: {', '.join(SCORE_KINDS)})")
+
+
+def _differs(codes_pos: torch.Tensor, codes_neg: torch.Tensor) -> torch.Tensor:
+    """[n, head] x [n, head] -> [n, head] bool: the pair's codes differ (rows are aligned pairs)."""
+    if codes_pos.shape != codes_neg.shape:
+        raise CircuitsError(f"score 'pair' needs aligned prompt/corruption rows, got {codes_pos.shape[0]} "
+                            f"positive and {codes_neg.shape[0]} negative rows")
+    return codes_pos != codes_neg
 
 
 def _code_counts(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -69,6 +84,13 @@ def edge_scores(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int, 
     if chunk is None:
         chunk = edge_chunk(max(codes_pos.shape[0], codes_neg.shape[0]))
     out = torch.empty(pairs.shape[0])
+    if kind == "pair":
+        differs = _differs(codes_pos, codes_neg)  # [n, head]
+        for start in range(0, pairs.shape[0], chunk):
+            sub = pairs[start:start + chunk]  # [p, 2]
+            both = differs[:, sub[:, 0]] & differs[:, sub[:, 1]]  # [n, p]
+            out[start:start + sub.shape[0]] = both.float().mean(0)
+        return out
     for start in range(0, pairs.shape[0], chunk):
         sub = pairs[start:start + chunk]  # [p, 2]
         offset = torch.arange(sub.shape[0], dtype=torch.long) * (n_codes * n_codes)  # [p]

@@ -5,6 +5,10 @@ Baselines (all our own code: auto-circuit does not import with transformer-lens 
 - "patching-mean", "patching-resample": activation patching per head (patching.py);
 - "eap": Edge Attribution Patching, node and head->head edge scores (eap.py);
 - "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py).
+
+Variants of the discrete-SAE method (`circuits find` options; group "sae-variants"): "sae-effect" (codes of
+each head's effect, output x metric gradient), "sae-pair" (pair score), "sae-effect-pair" (both),
+"sae-verify" (the top 24 heads re-ranked by single-head mean ablation on 10 prompts).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineRes
 from circuits.methods.eap import edge_attribution_patching
 from circuits.methods.patching import activation_patching
 from circuits.methods.registry import Method, MethodInput, MethodRun, register, register_group
-from circuits.methods.sae import run_sae
+from circuits.methods.sae import run_sae, sae_variant
 from tasks.base import PromptSet, Task
 
 BASELINES = ("patching-mean", "patching-resample", "eap", "acdc")
@@ -76,3 +80,10 @@ register(Method("patching-resample", "patching (resample)", _baseline("patching-
 register(Method("eap", "EAP", _baseline("eap"), stochastic=False))
 register(Method("acdc", "ACDC", _baseline("acdc"), stochastic=False))
 register_group("patching", ("patching-mean", "patching-resample"))
+register(Method("sae-effect", "discrete SAE (effect codes)", sae_variant(signal="effect"), stochastic=True))
+register(Method("sae-pair", "discrete SAE (pair score)", sae_variant(score="pair"), stochastic=True))
+register(Method("sae-effect-pair", "discrete SAE (effect codes, pair score)",
+                sae_variant(signal="effect", score="pair"), stochastic=True))
+register(Method("sae-verify", "discrete SAE (verified top 24)", sae_variant(verify=24, verify_prompts=10),
+                stochastic=True))
+register_group("sae-variants", ("sae-effect", "sae-pair", "sae-effect-pair", "sae-verify"))
