@@ -252,6 +252,33 @@ class SAE(nn.Module):
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
+    def forward_backward(
+        self, x: Tensor, *, sparsity_scale: float = 1.0, dead_mask: Tensor | None = None
+    ) -> SAEOutput:
+        """`forward` followed by `loss.backward()`: the same output (detached), gradients added to .grad.
+
+        The trainer's step (one process). Architectures whose gradients are closed-form override
+        `_forward_backward_n` to skip autograd; the result equals the autograd one up to float rounding
+        (tests/test_sae_speed.py). Under DDP the trainer uses `forward` + backward instead (its gradient
+        hooks live in autograd).
+        """
+        x, squeeze = self._as_3d(x)
+        x_n = self._normalise(x.to(self.W_enc.dtype))
+        f, recon_n, losses = self._forward_backward_n(x_n, sparsity_scale, dead_mask)
+        recon = recon_n / self.input_scale[:, None, None]
+        if squeeze:
+            recon, f = recon.squeeze(0), f.squeeze(0)
+        return SAEOutput(recon=recon, latents=f, losses=losses)
+
+    def _forward_backward_n(
+        self, x_n: Tensor, sparsity_scale: float, dead_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Autograd reference: (latents, reconstruction, losses), all detached, after backward."""
+        with torch.enable_grad():
+            f, recon_n, losses = self._forward_n(x_n, sparsity_scale, dead_mask)
+            losses["loss"].sum().backward()
+        return f.detach(), recon_n.detach(), {k: v.detach() for k, v in losses.items()}
+
     # ---- helpers shared by the architectures ------------------------------------------------------
     @staticmethod
     def mse(x_n: Tensor, recon_n: Tensor) -> Tensor:
@@ -310,6 +337,14 @@ class SAE(nn.Module):
     def uses_dead_mask(self) -> bool:
         """Whether `forward` reads dead_mask (AuxK), so the trainer must track dead latents for it."""
         return False
+
+
+def add_grad(param: Tensor, grad: Tensor) -> None:
+    """Accumulate a hand-computed gradient into param.grad, as backward() would."""
+    if param.grad is None:
+        param.grad = grad
+    else:
+        param.grad.add_(grad)
 
 
 def rectangle(u: Tensor) -> Tensor:

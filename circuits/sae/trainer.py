@@ -105,6 +105,16 @@ def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
     return y
 
 
+def make_adam(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam, fused (one kernel for all parameters) where torch has a fused kernel for their device and
+    dtype: the same update up to float rounding, several times cheaper than the per-tensor loop on CPU."""
+    kw: dict[str, Any] = {"lr": cfg.lr, "betas": cfg.adam_betas, "eps": cfg.adam_eps}
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device / dtype / torch
+        return torch.optim.Adam(params, **kw)
+
+
 class Trainer:
     """One training run of `sae` on `source`. Use `run()`; `save_checkpoint` / `load_checkpoint` for
     resuming (a fresh Trainer over the same source and config, then `load_checkpoint`, then `run`)."""
@@ -129,7 +139,7 @@ class Trainer:
         g, f = sae.cfg.groups, sae.cfg.d_sae
         self.rows_since_fired = torch.zeros(g, f, dtype=torch.long, device=self.device)
         self._initialised = False
-        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+        self.optimizer = make_adam(list(sae.parameters()), cfg)
         self.model: torch.nn.Module = sae
         self._last_losses: dict[str, Tensor] = {}
 
@@ -184,20 +194,30 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         dead = self.rows_since_fired >= cfg.dead_window if sae.uses_dead_mask else None
-        out = self.model(x, sparsity_scale=self.sparsity_scale_at(self.step), dead_mask=dead)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        if self.model is sae:  # one process: closed-form backward where the architecture has one
+            out = sae.forward_backward(x, sparsity_scale=self.sparsity_scale_at(self.step), dead_mask=dead)
+        else:  # DDP: its gradient all-reduce hooks live in autograd
+            out = self.model(x, sparsity_scale=self.sparsity_scale_at(self.step), dead_mask=dead)
+            out.loss.backward()
         if sae.cfg.unit_decoder:
             sae.remove_parallel_decoder_grad()
         if cfg.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
+        if any(group.get("fused") for group in self.optimizer.param_groups):
+            # torch's fused CPU Adam reads a gradient as if laid out like its parameter: autograd's
+            # transposed-layout gradients (W_enc's, from bmm) would be updated WRONGLY, so make them match.
+            for param in self.sae.parameters():
+                if param.grad is not None and param.grad.stride() != param.stride():
+                    param.grad = torch.empty_like(param).copy_(param.grad)
         self.optimizer.step()
         if sae.cfg.unit_decoder:
             sae.set_decoder_unit_norm()
         with torch.no_grad():
-            active = out.latents > 0  # [g, b, d_sae]
-            fired = active.any(1)  # [g, d_sae]
-            l0 = active.sum(-1).float().mean(-1)  # [g]
+            # fired: max > 0 over rows; l0: Σ sign⁺ in float (both exact, and several times cheaper than
+            # reductions of a [g, b, d_sae] bool tensor).
+            fired = out.latents.amax(1) > 0  # [g, d_sae]
+            l0 = torch.sign(out.latents).clamp_min_(0).sum(-1).float().mean(-1)  # [g]
             if self.world > 1:
                 fired_i = fired.to(torch.int32)
                 dist.all_reduce(fired_i, op=dist.ReduceOp.MAX)
