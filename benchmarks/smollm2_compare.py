@@ -123,12 +123,13 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _pm(summary: dict[str, Any] | None) -> str:
+def _pm(summary: dict[str, Any] | None, digits: int = 3) -> str:
+    """mean ± population std over seeds (the mean alone for one run, or when every run costs the same)."""
     if summary is None:
         return "—"
-    if len(summary["values"]) > 1:
-        return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
-    return f"{summary['mean']:.3f}"
+    if len(summary["values"]) > 1 and summary["std"] > 0:
+        return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f}"
 
 
 def table(root: Path = OUT) -> str:
@@ -137,15 +138,19 @@ def table(root: Path = OUT) -> str:
             "CMD mean | fwd passes | bwd | seconds |", "|" + " --- |" * 11]
     for task in TASKS:
         files = sorted((root / task).glob("**/compare.json"))
+        reports = [read_json(f) for f in files]
+        # a method run again in a later group (tagged subdirectory) is shown from that later run only
+        latest = {key: i for i, report in enumerate(reports) for key in report["methods"]}
         floor_done = False
-        for f in files:
-            report = read_json(f)
-            for m in report["methods"].values():
+        for i, report in enumerate(reports):
+            for key, m in report["methods"].items():
+                if latest[key] != i:
+                    continue
                 rows.append(f"| {task} | {m['label']} | {_pm(m['node_roc_auc'])} | "
                             f"{_pm(m.get('node_roc_auc_resample'))} | {_pm(m.get('cpr_counterfactual'))} | "
                             f"{_pm(m.get('cmd_counterfactual'))} | {_pm(m.get('cpr_mean'))} | "
-                            f"{_pm(m.get('cmd_mean'))} | {_pm(m['forward_passes'])} | "
-                            f"{_pm(m['backward_passes'])} | {_pm(m['seconds'])} |")
+                            f"{_pm(m.get('cmd_mean'))} | {_pm(m['forward_passes'], 1)} | "
+                            f"{_pm(m['backward_passes'], 1)} | {_pm(m['seconds'], 0)} |")
             floor = (report.get("mib") or {}).get("random") or {}
             if floor and not floor_done:
                 cf, mean = floor.get("counterfactual", {}), floor.get("mean", {})
