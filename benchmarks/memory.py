@@ -75,6 +75,9 @@ def figure(runs: list[dict], path: Path) -> None:
             ax.plot([r["n_score"] for r in rows], [r["peak_rss_mib"] for r in rows], "o-", color=colour,
                     label=f"{mode} activations")
     ax.set_xscale("log")
+    sizes = sorted({r["n_score"] for r in runs})
+    ax.set_xticks(sizes, [str(n) for n in sizes])  # only the measured sizes: no overlapping log labels
+    ax.minorticks_off()
     ax.set_xlabel("scoring prompts per side (n_score)")
     ax.set_ylabel("peak RSS, activation stage (MiB)")
     ax.set_ylim(bottom=0)
