@@ -3,11 +3,16 @@
     python benchmarks/memory.py [--model random:gpt2-small] [--n-score 250 1000 4000] [--held 250 1000]
                                 [--out benchmarks/results/memory.json]
 
-Stages measured (the activation stage of `find_circuit`): the training prompts' pass, the SAE fit, and the
-scoring pass that encodes inside the forward hook (`streamed`). For comparison, `held` is the previous
-path: one pass holding every activation [prompts, heads, d], then encoding. Each (mode, n_score) runs in
-its own subprocess; the figure is ru_maxrss (peak resident set) after the stage, and its growth over
-ru_maxrss just before it (model loaded, prompts built). Writes the JSON and memory.png beside it.
+Stages measured (those of `find_circuit` whose inputs grow with the prompts): the training prompts' pass,
+the SAE fit, the scoring pass that encodes inside the forward hook (`streamed`), then the scoring stage
+(node_scores and edge_scores over the codes, chunked under a fixed element budget). For comparison,
+`held` is the previous path: one pass holding every activation [prompts, heads, d], then encoding.
+Each (mode, n_score) runs in its own subprocess; the figure is ru_maxrss (peak resident set) after the
+stages, and its growth over ru_maxrss just before them (model loaded, prompts built);
+`peak_rss_activations_mib` is the peak before the scoring stage. As `find` does on CPU, each child first
+fixes glibc's mmap threshold (`pipeline.bound_cpu_heap`); `--default-malloc` keeps glibc's dynamic
+threshold, whose heap fragmentation lets the peak creep up with the number of batches. Writes the JSON
+and memory.png beside it.
 """
 
 from __future__ import annotations
@@ -30,17 +35,19 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(model_name: str, task_name: str, n_score: int, mode: str) -> dict:
-    """One activation stage in this process: peak RSS before and after, MiB."""
+def measure(model_name: str, task_name: str, n_score: int, mode: str, default_malloc: bool = False) -> dict:
+    """One activation stage and scoring stage in this process: peak RSS before and after, MiB."""
     import torch
 
     from circuits.discovery.activations import head_activations
-    from circuits.discovery.codes import encode_codes, fit_code_sae, streamed_codes
+    from circuits.discovery.codes import encode_codes, fit_code_sae, n_codes, streamed_codes
     from circuits.discovery.config import FindConfig
-    from circuits.discovery.pipeline import split_prompts
+    from circuits.discovery.pipeline import MMAP_THRESHOLD, bound_cpu_heap, split_prompts
+    from circuits.discovery.scoring import edge_scores, layered_pairs, node_scores
     from circuits.models import load_model
     from tasks import get_task
 
+    heap_bounded = False if default_malloc else bound_cpu_heap()
     task = get_task(task_name)
     loaded = load_model(model_name, task, 0)
     config = FindConfig(n_score=n_score)
@@ -56,9 +63,18 @@ def measure(model_name: str, task_name: str, n_score: int, mode: str) -> dict:
         acts = head_activations(loaded.model, torch.cat([train_tokens, score_tokens]), config.hook,
                                 config.position, config.batch_size)  # [n, head, d]
         codes = encode_codes(acts[:train_tokens.shape[0]], acts[train_tokens.shape[0]:], config)
+        del acts
+    peak_activations, activation_seconds = _rss_mib(), time.perf_counter() - start
+    codes_pos, codes_neg = codes[:n_score], codes[n_score:]  # position "mean": one row per prompt
+    c = n_codes(config.resolved_d_sae())
+    node_scores(codes_pos, codes_neg, c, config.score)
+    edge_scores(codes_pos, codes_neg, c, layered_pairs(loaded.n_layers, loaded.n_heads), config.score)
     return {"mode": mode, "n_score": n_score, "n_prompts": int(score_tokens.shape[0] + train_tokens.shape[0]),
-            "codes_shape": list(codes.shape), "rss_before_mib": before, "peak_rss_mib": _rss_mib(),
-            "growth_mib": _rss_mib() - before, "seconds": time.perf_counter() - start}
+            "codes_shape": list(codes.shape), "rss_before_mib": before,
+            "peak_rss_activations_mib": peak_activations, "peak_rss_mib": _rss_mib(),
+            "growth_mib": _rss_mib() - before,
+            "mmap_threshold_bytes": MMAP_THRESHOLD if heap_bounded else None,
+            "seconds_activations": activation_seconds, "seconds": time.perf_counter() - start}
 
 
 def figure(runs: list[dict], path: Path) -> None:
@@ -79,7 +95,7 @@ def figure(runs: list[dict], path: Path) -> None:
     ax.set_xticks(sizes, [str(n) for n in sizes])  # only the measured sizes: no overlapping log labels
     ax.minorticks_off()
     ax.set_xlabel("scoring prompts per side (n_score)")
-    ax.set_ylabel("peak RSS, activation stage (MiB)")
+    ax.set_ylabel("peak RSS, activations + scoring (MiB)")
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False)
     ax.set_title("find: memory vs prompts", fontsize=10)
@@ -94,10 +110,13 @@ def main() -> None:
     parser.add_argument("--held", type=int, nargs="*", default=[250, 1000],
                         help="sizes also run on the held-activations path (it grows: keep them small)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's dynamic mmap threshold (find fixes it on CPU)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.model, args.task, int(args.child[1]), args.child[0])))
+        mode, n = args.child
+        print(json.dumps(measure(args.model, args.task, int(n), mode, args.default_malloc)))
         return
     from _report import emit
 
@@ -106,6 +125,7 @@ def main() -> None:
     runs: list[dict] = []
     for mode, n in jobs:
         res = subprocess.run([sys.executable, __file__, "--model", args.model, "--task", args.task,
+                              *(["--default-malloc"] if args.default_malloc else []),
                               "--child", mode, str(n)], capture_output=True, text=True, check=True)
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         streamed = sorted((r for r in runs if r["mode"] == "streamed"), key=lambda r: r["n_score"])
@@ -113,7 +133,10 @@ def main() -> None:
             "benchmark": "memory",
             "model": args.model,
             "task": args.task,
-            "what": "peak RSS (ru_maxrss) of find's activation stage: training pass + SAE fit + scoring pass",
+            "what": "peak RSS (ru_maxrss) of find's activation stage (training pass + SAE fit + scoring "
+                    "pass) and scoring stage (node_scores + edge_scores)",
+            "malloc": "glibc default (dynamic mmap threshold)" if args.default_malloc
+                      else "mmap threshold fixed as find does on CPU (pipeline.bound_cpu_heap)",
             "runs": runs,
             "streamed_peak_ratio_largest_over_smallest":
                 streamed[-1]["peak_rss_mib"] / streamed[0]["peak_rss_mib"] if streamed else None,

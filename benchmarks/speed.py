@@ -14,11 +14,16 @@ Contended scenario (`--contended-models`, default tiny-ioi and the main model): 
 forward pass) timed alone and while a second process runs a small torch training loop with torch's
 default thread settings (as a researcher's other job would), rounds interleaved; the contender is started
 and stopped by this script and bounded in time (`--contender-seconds`). Reported: contended / alone.
+
+Sharded find (`--skip-sharded` to leave out): `circuits find` on tiny-ioi under torchrun with 2 CPU
+processes (gloo) and in one process, same settings, each as a subprocess; reported: whether the two JSON
+results are equal (timings aside), the largest absolute difference of a head or edge score, and seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -123,6 +128,57 @@ def thread_settings() -> dict:
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "passive_wait": passive_wait()}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sharded_find(model_name: str = "tiny-ioi", task_name: str = "ioi", n_score: int = 150,
+                 timeout: float = 900.0) -> dict:
+    """`circuits find` under torchrun --nproc_per_node 2 against one process (as tests/test_sharded_find)."""
+    root = Path(__file__).resolve().parent.parent
+    find = ["-m", "circuits.cli.main", "find", "--task", task_name, "--model", model_name,
+            "--n-score", str(n_score), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def find_json(cmd: list[str]) -> tuple[dict, float]:
+        start = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {res.stderr[-2000:]}")
+        out = json.loads(res.stdout)  # only rank 0 prints
+        out.pop("timings")
+        return out, time.perf_counter() - start
+
+    single, single_seconds = find_json([sys.executable, *find])
+    sharded, sharded_seconds = find_json([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                                          "2", "--master_addr", "127.0.0.1", "--master_port",
+                                          str(_free_port()), *find])
+
+    def scores(out: dict) -> dict:
+        heads = {("head", h["layer"], h["head"]): h["score"] for h in out["heads"]}
+        edges = {("edge", *e["source"], *e["target"]): e["score"] for e in out["edges"]}
+        return {**heads, **edges}
+
+    a, b = scores(single), scores(sharded)
+    diff = max((abs(a[k] - b[k]) for k in a), default=0.0) if a.keys() == b.keys() else None
+    return {
+        "command": f"circuits find --task {task_name} --model {model_name} --n-score {n_score} --json",
+        "processes": 2, "backend": "gloo (CPU)",
+        "equal": sharded == single,
+        "heads_equal": sharded["heads"] == single["heads"],
+        "edges_equal": sharded["edges"] == single["edges"],
+        "max_abs_score_diff": diff,  # None: the two list different edges
+        "seconds": {"single_process": single_seconds, "two_processes": sharded_seconds},
+        "definition": "equal: the --json outputs (timings removed) are identical; max_abs_score_diff over "
+                      "every head score and every listed (positive) edge score; seconds include start-up",
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     task = get_task(args.task)
     loaded = load_model(args.model, task, args.seed)
@@ -197,6 +253,7 @@ def run(args: argparse.Namespace) -> dict:
                     **thread_settings()},
         "contended": [contended(args.model if name == "main" else name, args)
                       for name in args.contended_models],
+        "sharded_find": None if args.skip_sharded else sharded_find(),
     }
 
 
@@ -217,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--contended-repeats", type=int, default=3)
     parser.add_argument("--contender-seconds", type=float, default=600.0,
                         help="upper bound on one contender's life (it is stopped after each timing)")
+    parser.add_argument("--skip-sharded", action="store_true",
+                        help="skip the 2-process (torchrun) find equality check on tiny-ioi")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1 or args.steps < 1:

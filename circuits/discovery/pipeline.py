@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -93,9 +96,40 @@ def split_prompts(prompts: PromptSet, n_train: int) -> tuple[torch.Tensor, Promp
     return train_tokens, prompts.subset(slice(n_train, len(prompts)))
 
 
+# glibc's malloc serves a request below its mmap threshold from the heap, and raises that threshold to the
+# size of every mmapped block freed (up to 32 MiB). After the first forward pass every per-batch tensor of
+# the model (gpt2-small at 128 prompts: 1.5-25 MiB each) then lives on the heap, whose fragmentation lets
+# the peak resident set creep up batch after batch: +100 MiB from 4 to 16 batches of the scoring pass,
+# then slower (benchmarks/memory.py). A fixed threshold keeps blocks of >= 4 MiB out of the heap (each is
+# mapped and unmapped whole), so the peak is reached in the first batch and stays there.
+MMAP_THRESHOLD = 4 << 20  # bytes
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
+_heap: dict[str, bool] = {}
+
+
+def bound_cpu_heap() -> bool:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, once per process; whether it is set.
+
+    Left alone where the user set MALLOC_MMAP_THRESHOLD_ or the C library is not glibc. Changes where
+    memory comes from, never a value: results are bit-identical with or without it.
+    """
+    if "set" not in _heap:
+        _heap["set"] = False
+        if sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+            try:
+                libc = ctypes.CDLL(None)
+                if hasattr(libc, "gnu_get_libc_version"):  # glibc (musl's mallopt does nothing)
+                    _heap["set"] = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            except OSError:
+                pass
+    return _heap["set"]
+
+
 def find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
                  progress: Progress | None = None) -> CircuitResult:
     """Prompts -> head activations -> SAEs -> codes -> scores -> circuit graph -> evaluation."""
+    if str(loaded.model.cfg.device).startswith("cpu"):
+        bound_cpu_heap()  # peak memory flat in the number of prompts (see MMAP_THRESHOLD)
     with thread_policy(model_work(loaded.model)), distributed_context(str(loaded.model.cfg.device)):
         return _find_circuit(task, loaded, config, progress)
 
