@@ -160,7 +160,7 @@ def table(root: Path = OUT) -> str:
                             "— | — | — |")
                 floor_done = True
             est = report.get("acdc_estimate")
-            if est:
+            if est and i == 0:  # the first group's estimate (later groups repeat it)
                 hours = est["lower_bound_seconds"] / 3600
                 rows.append(f"| {task} | ACDC (not run) | — | — | — | — | — | — | ≥ {est['edges']:,} "
                             f"forwards over {est['prompts']} prompts | — | ≥ {hours:.1f} h |")
