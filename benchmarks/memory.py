@@ -9,8 +9,9 @@ the SAE fit, the scoring pass that encodes inside the forward hook (`streamed`),
 `held` is the previous path: one pass holding every activation [prompts, heads, d], then encoding.
 Each (mode, n_score) runs in its own subprocess; the figure is ru_maxrss (peak resident set) after the
 stages, and its growth over ru_maxrss just before them (model loaded, prompts built);
-`peak_rss_activations_mib` is the peak before the scoring stage. As `find` does on CPU, each child first
-fixes glibc's mmap threshold (`pipeline.bound_cpu_heap`); `--default-malloc` keeps glibc's dynamic
+`peak_rss_activations_mib` is the peak before the scoring stage. Each child first
+fixes glibc's mmap threshold as `find` does with CIRCUITS_BOUND_HEAP=1 (`pipeline.bound_cpu_heap`, opt-in: it
+slows the forward pass, see benchmarks/results/heap_threshold.json); `--default-malloc` keeps glibc's dynamic
 threshold, whose heap fragmentation lets the peak creep up with the number of batches. Writes the JSON
 and memory.png beside it.
 """
@@ -136,7 +137,8 @@ def main() -> None:
             "what": "peak RSS (ru_maxrss) of find's activation stage (training pass + SAE fit + scoring "
                     "pass) and scoring stage (node_scores + edge_scores)",
             "malloc": "glibc default (dynamic mmap threshold)" if args.default_malloc
-                      else "mmap threshold fixed as find does on CPU (pipeline.bound_cpu_heap)",
+                      else ("mmap threshold fixed as find does on CPU with CIRCUITS_BOUND_HEAP=1 "
+                            "(pipeline.bound_cpu_heap)"),
             "runs": runs,
             "streamed_peak_ratio_largest_over_smallest":
                 streamed[-1]["peak_rss_mib"] / streamed[0]["peak_rss_mib"] if streamed else None,

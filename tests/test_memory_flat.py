@@ -1,5 +1,5 @@
-"""find fixes glibc's mmap threshold on CPU (pipeline.bound_cpu_heap), so peak memory stays flat in the
-number of scoring batches; the measurement itself is benchmarks/memory.py."""
+"""With CIRCUITS_BOUND_HEAP=1, find fixes glibc's mmap threshold on CPU (pipeline.bound_cpu_heap), so peak
+memory stays flat in the number of scoring batches; the measurement itself is benchmarks/memory.py."""
 
 from __future__ import annotations
 

@@ -101,8 +101,12 @@ def split_prompts(prompts: PromptSet, n_train: int) -> tuple[torch.Tensor, Promp
 # the model (gpt2-small at 128 prompts: 1.5-25 MiB each) then lives on the heap, whose fragmentation lets
 # the peak resident set creep up batch after batch: +100 MiB from 4 to 16 batches of the scoring pass,
 # then slower (benchmarks/memory.py). A fixed threshold keeps blocks of >= 4 MiB out of the heap (each is
-# mapped and unmapped whole), so the peak is reached in the first batch and stays there.
+# mapped and unmapped whole), so the peak is reached in the first batch and stays there. It is OPT-IN
+# (CIRCUITS_BOUND_HEAP=1): every batch then maps, faults and zeroes its tensors afresh, and a forward pass of
+# random:gpt2-small over 2 x 128 prompts took 36 s with it against 17-27 s without (3 interleaved rounds on
+# the shared 2-core machine, benchmarks/results/heap_threshold.json): +10 % memory is the cheaper side.
 MMAP_THRESHOLD = 4 << 20  # bytes
+BOUND_HEAP_ENV = "CIRCUITS_BOUND_HEAP"
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
 _heap: dict[str, bool] = {}
 
@@ -128,8 +132,8 @@ def bound_cpu_heap() -> bool:
 def find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
                  progress: Progress | None = None) -> CircuitResult:
     """Prompts -> head activations -> SAEs -> codes -> scores -> circuit graph -> evaluation."""
-    if str(loaded.model.cfg.device).startswith("cpu"):
-        bound_cpu_heap()  # peak memory flat in the number of prompts (see MMAP_THRESHOLD)
+    if str(loaded.model.cfg.device).startswith("cpu") and os.environ.get(BOUND_HEAP_ENV) == "1":
+        bound_cpu_heap()  # peak memory flat in the number of prompts, at a time cost (see MMAP_THRESHOLD)
     with thread_policy(model_work(loaded.model)), distributed_context(str(loaded.model.cfg.device)):
         return _find_circuit(task, loaded, config, progress)
 
