@@ -23,7 +23,6 @@ Settings, fixed before any run and the same for the three tasks (nothing is tune
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,14 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from circuits.atomic import atomic_write_text  # noqa: E402
-from circuits.compare import (  # noqa: E402,E501
-    CompareConfig,
-    compare_methods,
-    parse_methods,
-    write_faithfulness_plot,
-    write_roc_plot,
-)
+from circuits.compare import CompareConfig, compare_methods, parse_methods, write_outputs  # noqa: E402
 from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.discovery.pipeline import split_prompts  # noqa: E402
 from circuits.jsonio import read_json  # noqa: E402
@@ -108,19 +100,9 @@ def run_task(task_name: str, methods: str, out: Path, threads: int) -> dict[str,
     if "acdc" not in config.methods:
         result["acdc_estimate"] = acdc_estimate(loaded, task, config)
     out.mkdir(parents=True, exist_ok=True)
-    write_roc_plot(result, out / "roc.png")
-    write_faithfulness_plot(result, out / "faithfulness.png")
-    atomic_write_text(out / "compare.json", json.dumps(result, indent=2, default=_default))
+    write_outputs(result, out)
     log(f"{task_name}: wrote {out}")
     return result
-
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _pm(summary: dict[str, Any] | None, digits: int = 3) -> str:

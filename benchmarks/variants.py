@@ -73,7 +73,7 @@ def run_tiny(task_name: str, threads: int = 1) -> Path:
     """Every candidate and baseline on tiny-<task> in one compare run (the compare defaults otherwise)."""
     import torch
 
-    from circuits.compare import CompareConfig, compare_methods, write_faithfulness_plot, write_roc_plot
+    from circuits.compare import CompareConfig, compare_methods, write_outputs
     from circuits.models import load_model
     from tasks import get_task
 
@@ -90,12 +90,8 @@ def run_tiny(task_name: str, threads: int = 1) -> Path:
                            "wall_seconds": time.perf_counter() - start}
     out = OUT / f"tiny-{task_name}"
     out.mkdir(parents=True, exist_ok=True)
-    write_roc_plot(result, out / "roc.png")
-    write_faithfulness_plot(result, out / "faithfulness.png")
-    path = out / "compare.json"
-    atomic_write_text(path, json.dumps(result, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist")
-                                       else list(o)))
-    return path
+    write_outputs(result, out)
+    return out / "compare.json"
 
 
 def case_methods(case: str) -> tuple[dict[str, Any], dict[str, Any]]:

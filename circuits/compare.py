@@ -245,6 +245,32 @@ def _seed_note(config: CompareConfig) -> str:
     return f"{note}; {STD_NOTE}"
 
 
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for compare reports: tensors, arrays, sets and tuples as lists."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """roc.png, faithfulness.png (when CPR/CMD were computed) and compare.json into out_dir, each atomically;
+    the JSON, written last, lists the files under "files"."""
+    import json
+
+    from circuits.atomic import atomic_write_text
+
+    files = {"roc_plot": str(write_roc_plot(report, out_dir / "roc.png")),
+             "json": str(out_dir / "compare.json")}
+    faith_plot = write_faithfulness_plot(report, out_dir / "faithfulness.png")
+    if faith_plot is not None:
+        files["faithfulness_plot"] = str(faith_plot)
+    report["files"] = files
+    atomic_write_text(out_dir / "compare.json", json.dumps(report, indent=2, default=json_default))
+    return files
+
+
 def write_roc_plot(report: dict[str, Any], path: Path) -> Path:
     """One ROC curve per method (first seed), AUC mean +- std in the legend; written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

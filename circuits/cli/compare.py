@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ import typer
 from rich import box
 from rich.table import Table
 
-from circuits.atomic import atomic_write_text
 from circuits.cli.common import (
     check_writable_dir,
     claim_outputs,
@@ -57,13 +55,7 @@ def compare(
                                                       "available"),
 ) -> None:
     """Compare the discrete-SAE method with activation patching, EAP and ACDC on one model."""
-    from circuits.compare import (
-        CompareConfig,
-        compare_methods,
-        parse_methods,
-        write_faithfulness_plot,
-        write_roc_plot,
-    )
+    from circuits.compare import CompareConfig, compare_methods, parse_methods, write_outputs
     from circuits.discovery.memory import ModelSizes, check_memory, estimate_baseline_bytes
     from circuits.discovery.pipeline import ground_truth_for
     from circuits.discovery.selection import check_rule
@@ -99,24 +91,11 @@ def compare(
 
         result = compare_methods(task_obj, loaded, config, progress=report)
     if out_dir is not None:
-        plot = write_roc_plot(result, out_dir / "roc.png")
-        result["files"] = {"roc_plot": str(plot), "json": str(out_dir / "compare.json")}
-        faith_plot = write_faithfulness_plot(result, out_dir / "faithfulness.png")
-        if faith_plot is not None:
-            result["files"]["faithfulness_plot"] = str(faith_plot)
-        atomic_write_text(out_dir / "compare.json", json.dumps(result, indent=2, default=_default))
+        write_outputs(result, out_dir)
     if as_json:
         print_json(result)
     else:
         _render_compare(result)
-
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _pm(summary: dict[str, Any] | None, digits: int = 3) -> str:
