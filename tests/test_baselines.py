@@ -244,3 +244,18 @@ def test_split_qkv_switch_is_restored_on_error():
         assert model.cfg.use_split_qkv_input
         raise RuntimeError("boom")
     assert not model.cfg.use_split_qkv_input
+
+
+def test_eap_batch_size_is_bounded_by_the_per_prompt_size():
+    """auto_batch_size keeps a batch's [batch, pos, layer*head, d_model] tensor under the budget: a long
+    prompt on a wide model gets small batches (SmolLM2 docstring at 32 prompts was killed for memory)."""
+    from types import SimpleNamespace
+
+    from circuits.methods.eap import BATCH_BUDGET, MAX_BATCH, auto_batch_size
+
+    small = SimpleNamespace(cfg=SimpleNamespace(n_layers=2, n_heads=4, d_model=32))
+    smollm2 = SimpleNamespace(cfg=SimpleNamespace(n_layers=30, n_heads=9, d_model=576))
+    assert auto_batch_size(small, 16) == MAX_BATCH
+    b = auto_batch_size(smollm2, 40)
+    assert 1 <= b < MAX_BATCH and b * 40 * 270 * 576 <= BATCH_BUDGET
+    assert auto_batch_size(smollm2, 10**6) == 1

@@ -54,9 +54,23 @@ class Attributions:
     metric_corrupt: float  # mean metric (same answers) on the negatives
 
 
+MAX_BATCH = 32
+# floats of the largest per-batch tensor, [batch, pos, layer*head, d_model] (delta_result; the saved q/k/v
+# inputs and their graph are of the same order): 2**25 floats = 128 MiB. Without it, SmolLM2 docstring
+# (40 tokens, 270 heads) at 32 prompts a batch took 18 GB and was killed.
+BATCH_BUDGET = 2**25
+
+
+def auto_batch_size(model: HookedTransformer, seq_len: int) -> int:
+    """Prompts per EAP batch: at most MAX_BATCH, fewer when a prompt's per-head residual writes are large."""
+    per_prompt = seq_len * model.cfg.n_layers * model.cfg.n_heads * model.cfg.d_model
+    return max(1, min(MAX_BATCH, BATCH_BUDGET // max(per_prompt, 1)))
+
+
 def eap_attributions(model: HookedTransformer, task: Task, prompts: PromptSet, edges: bool = True,
-                     batch_size: int = 32, cost: Cost | None = None) -> Attributions:
-    """Node and edge attributions over `prompts`, in batches of `batch_size`."""
+                     batch_size: int | None = None, cost: Cost | None = None) -> Attributions:
+    """Node and edge attributions over `prompts`, in batches of `batch_size` (None: `auto_batch_size`).
+    Sums over prompts, so the batch size changes nothing but float rounding and memory."""
     cfg = model.cfg
     L, H = cfg.n_layers, cfg.n_heads
     w_o = torch.stack([b.attn.W_O for b in model.blocks]).detach()  # [layer, head, d_head, d_model]
@@ -64,6 +78,8 @@ def eap_attributions(model: HookedTransformer, task: Task, prompts: PromptSet, e
     edge = torch.zeros(L * H, L * H, dtype=torch.float64)
     metric_clean = metric_corrupt = 0.0
     n = len(prompts)
+    if batch_size is None:
+        batch_size = auto_batch_size(model, int(prompts.positive.shape[1]))
     for start in range(0, n, batch_size):
         rows = list(range(start, min(n, start + batch_size)))
         sub = prompts.subset(rows)
@@ -115,7 +131,8 @@ def eap_attributions(model: HookedTransformer, task: Task, prompts: PromptSet, e
 
 
 def edge_attribution_patching(model: HookedTransformer, task: Task, prompts: PromptSet, edges: bool = True,
-                              batch_size: int = 32, selection: str = DEFAULT_SELECTION) -> BaselineResult:
+                              batch_size: int | None = None, selection: str = DEFAULT_SELECTION
+                              ) -> BaselineResult:
     """EAP node (and edge) scores: |mean (corrupt - clean) . gradient|."""
     L, H = model.cfg.n_layers, model.cfg.n_heads
     cost = Cost(len(prompts))
