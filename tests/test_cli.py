@@ -98,3 +98,18 @@ def test_offline_hub_failure_happens_before_the_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "none"
+
+
+def test_command_line_errors_under_json_print_json_too():
+    """A value that does not parse or an unknown option, with --json: {"error", "kind": "usage"} on stdout,
+    the usual message on stderr, exit 2 (no traceback)."""
+    import subprocess
+    import sys
+
+    for bad in (["--n-score", "abc"], ["--bogus"]):
+        argv = [sys.executable, "-m", "circuits.cli.main", "find", "--task", "ioi", *bad, "--json"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        payload = json.loads(proc.stdout)
+        assert payload["kind"] == "usage" and payload["error"]
+        assert "Traceback" not in proc.stderr and "Usage:" in proc.stderr

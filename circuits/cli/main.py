@@ -5,6 +5,9 @@ Commands only parse, call the library and render; no science happens in `circuit
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
 
 from circuits.cli.compare import compare
@@ -33,8 +36,28 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(corpus_app, name="corpus")
 
 
+# typer vendors click: its ClickException (the base of every command-line error) is not click's
+_CLICK_EXCEPTION: Any = next(c for c in typer.BadParameter.__mro__
+                                         if c.__name__ == "ClickException")
+
+
 def main() -> None:
-    app()
+    """The app; with `--json`, an error in the command line itself (a value that does not parse, an
+    unknown option) also gives `{"error", "kind": "usage"}` on stdout, as every other failure does."""
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:
+        code = app(standalone_mode=False)
+    except _CLICK_EXCEPTION as err:
+        from circuits.cli.common import print_json
+
+        print_json({"error": err.format_message().strip().splitlines()[0], "kind": "usage"})
+        err.show()
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
