@@ -160,12 +160,63 @@ def _pm(summary: dict[str, Any] | None) -> str:
             else f"{summary['mean']:.3f}")
 
 
+def pareto(methods: dict[str, Any]) -> set[str]:
+    """Methods no other method dominates on (passes, mean CPR_cf): none is as cheap and as good, and
+    strictly better on one of the two."""
+    points = {k: (cost(m), m["cpr_counterfactual"]["mean"]) for k, m in methods.items()
+              if m.get("cpr_counterfactual")}
+    return {k for k, (c, q) in points.items()
+            if not any(c2 <= c and q2 >= q and (c2 < c or q2 > q)
+                       for k2, (c2, q2) in points.items() if k2 != k)}
+
+
+def pareto_plot(path: Path = OUT / "pareto.png") -> Path:
+    """CPR (counterfactual) against passes, one panel per case, the Pareto front joined."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from circuits.atomic import atomic_write
+
+    cases = (*DEV_CASES, *TEST_CASES)
+    fig = Figure(figsize=(15, 8.5))
+    FigureCanvasAgg(fig)
+    for j, case in enumerate(cases):
+        ax = fig.add_subplot(2, 3, j + 1)
+        methods, floor = case_methods(case)
+        front = pareto(methods)
+        order = (*CANDIDATES, *BASELINES)
+        for key in order:
+            m = methods.get(key)
+            if m is None or m.get("cpr_counterfactual") is None:
+                continue
+            cpr = m["cpr_counterfactual"]
+            ax.errorbar(cost(m), cpr["mean"], yerr=cpr["std"], fmt="o" if key in front else "x", capsize=2,
+                        color=f"C{order.index(key)}", label=m["label"])
+        pts = sorted((cost(methods[k]), methods[k]["cpr_counterfactual"]["mean"]) for k in front)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="0.4", linewidth=0.8)
+        if floor:
+            ax.axhline(floor["counterfactual"]["cpr"], color="0.6", linestyle="--", linewidth=0.8,
+                       label="random ranking")
+        ax.set_xscale("log")
+        ax.set_xticks([2, 3, 5, 10, 20, 35], labels=["2", "3", "5", "10", "20", "35"])
+        ax.minorticks_off()
+        ax.set_xlabel("forward + backward passes (log scale); o: on the Pareto front")
+        ax.set_ylabel("CPR (counterfactual)")
+        ax.set_title(f"{case} ({'development' if case in DEV_CASES else 'test'})", fontsize=9)
+        if j == 0:
+            ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return path
+
+
 def table() -> str:
-    rows = ["| case | role | method | CPR cf | CMD cf | CPR mean | node AUC | AUC (resample GT) | passes |",
-            "|" + " --- |" * 9]
+    rows = ["| case | role | method | CPR cf | CMD cf | CPR mean | node AUC | AUC (resample GT) | passes | "
+            "Pareto |", "|" + " --- |" * 10]
     for case in (*DEV_CASES, *TEST_CASES):
         role = "dev" if case in DEV_CASES else "test"
         methods, floor = case_methods(case)
+        front = pareto(methods)
         for key in (*CANDIDATES, *BASELINES):
             m = methods.get(key)
             if m is None:
@@ -173,11 +224,11 @@ def table() -> str:
             rows.append(f"| {case} | {role} | {m['label']} | {_pm(m.get('cpr_counterfactual'))} | "
                         f"{_pm(m.get('cmd_counterfactual'))} | {_pm(m.get('cpr_mean'))} | "
                         f"{_pm(m.get('node_roc_auc'))} | {_pm(m.get('node_roc_auc_resample'))} | "
-                        f"{cost(m):.1f} |")
+                        f"{cost(m):.1f} | {'yes' if key in front else ''} |")
         if floor:
             cf = floor["counterfactual"]
             rows.append(f"| {case} | {role} | random ranking | {cf['cpr']:.3f} | {cf['cmd']:.3f} | "
-                        f"{floor['mean']['cpr']:.3f} | 0.5 | 0.5 | 0 |")
+                        f"{floor['mean']['cpr']:.3f} | 0.5 | 0.5 | 0 | |")
     return "\n".join(rows)
 
 
@@ -194,6 +245,7 @@ def main() -> None:
         print(json.dumps(choose(), indent=2))
     if args.table:
         print(table())
+        log(f"wrote {pareto_plot()}")
 
 
 if __name__ == "__main__":
