@@ -210,6 +210,24 @@ def pareto_plot(path: Path = OUT / "pareto.png") -> Path:
     return path
 
 
+def summary() -> dict[str, Any]:
+    """Every method on every case, one JSON (written beside choice.json): the issue's results table."""
+    keys = ("cpr_counterfactual", "cmd_counterfactual", "cpr_mean", "cmd_mean", "node_roc_auc",
+            "node_roc_auc_resample", "seconds")
+    cases: dict[str, Any] = {}
+    for case in (*DEV_CASES, *TEST_CASES):
+        methods, floor = case_methods(case)
+        front = pareto(methods)
+        cases[case] = {"role": "development" if case in DEV_CASES else "test", "random": floor,
+                       "methods": {k: {"label": m["label"], "passes": cost(m), "pareto": k in front,
+                                       **{key: m.get(key) for key in keys}}
+                                   for k, m in methods.items()}}
+    out = {"rule": "benchmarks/variants.py (THE RULE); choice: choice.json",
+           "std": "population std over seeds", "cases": cases}
+    atomic_write_text(OUT / "summary.json", json.dumps(out, indent=2))
+    return out
+
+
 def table() -> str:
     rows = ["| case | role | method | CPR cf | CMD cf | CPR mean | node AUC | AUC (resample GT) | passes | "
             "Pareto |", "|" + " --- |" * 10]
@@ -245,7 +263,8 @@ def main() -> None:
         print(json.dumps(choose(), indent=2))
     if args.table:
         print(table())
-        log(f"wrote {pareto_plot()}")
+        summary()
+        log(f"wrote {pareto_plot()} and {OUT / 'summary.json'}")
 
 
 if __name__ == "__main__":
