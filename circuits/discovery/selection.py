@@ -51,6 +51,13 @@ def otsu_threshold(scores: torch.Tensor) -> float:
     return best_t
 
 
+def ranked_heads(scores: torch.Tensor) -> list[int]:
+    """scores: [layer, head] -> flat head indices, highest score first, ties in head order (layer, then
+    head), so every ranking of heads (top:K, MIB's kept sets, --verify's proposals) is deterministic."""
+    flat = scores.detach().reshape(-1).double()
+    return torch.argsort(flat, descending=True, stable=True).tolist()
+
+
 def select_heads(node_scores: torch.Tensor, rule: str = "otsu") -> torch.Tensor:
     """node_scores: [layer, head] -> in_circuit: [layer, head] bool."""
     flat = node_scores.reshape(-1)
@@ -61,5 +68,5 @@ def select_heads(node_scores: torch.Tensor, rule: str = "otsu") -> torch.Tensor:
     check_rule(rule, flat.numel())
     k = int(rule.split(":", 1)[1])
     mask = torch.zeros(flat.numel(), dtype=torch.bool)
-    mask[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+    mask[ranked_heads(node_scores)[:k]] = True
     return mask.reshape(node_scores.shape)

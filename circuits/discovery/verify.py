@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from circuits.ablation import metric_under_masks, reference_z
+from circuits.discovery.selection import ranked_heads
 from tasks.base import PromptSet, Task
 
 if TYPE_CHECKING:
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
 
 def top_heads(scores: torch.Tensor, k: int) -> list[int]:
     """Flat indices of the k highest scores, ties broken by head order (lower flat index first)."""
-    flat = scores.reshape(-1).tolist()
-    return sorted(range(len(flat)), key=lambda i: -flat[i])[:k]  # sorted is stable
+    return ranked_heads(scores)[:k]
 
 
 def rerank(scores: torch.Tensor, top: list[int], effect: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from circuits.ablation import AblationMethod, metric_under_masks, reference_z
+from circuits.discovery.selection import ranked_heads
 from circuits.errors import CircuitsError
 from tasks.base import PromptSet, Task
 
@@ -66,9 +67,8 @@ def grid_sizes(n_total: int, grid: tuple[float, ...] = SIZE_GRID) -> list[int]:
 
 def top_masks(scores: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """scores: [layer, head] -> keep masks [len(sizes), layer, head] of the top-k heads for each k."""
-    flat = scores.detach().reshape(-1).double()
-    order = sorted(range(flat.numel()), key=lambda i: (-float(flat[i]), i))  # ties: head order
-    masks = torch.zeros(len(sizes), flat.numel(), dtype=torch.bool)
+    order = ranked_heads(scores)  # ties: head order
+    masks = torch.zeros(len(sizes), len(order), dtype=torch.bool)
     for j, k in enumerate(sizes):
         masks[j, order[:k]] = True
     return masks.reshape(len(sizes), *scores.shape)
