@@ -23,6 +23,7 @@ nothing of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -239,13 +240,7 @@ class SAE(nn.Module):
         sparsity_scale multiplies the sparsity coefficient (the trainer's warm-up); dead_mask
         [groups, d_sae] bool marks latents the trainer considers dead (used by AuxK).
         """
-        x, squeeze = self._as_3d(x)
-        x_n = self._normalise(x.to(self.W_enc.dtype))
-        f, recon_n, losses = self._forward_n(x_n, sparsity_scale, dead_mask)
-        recon = recon_n / self.input_scale[:, None, None]
-        if squeeze:
-            recon, f = recon.squeeze(0), f.squeeze(0)
-        return SAEOutput(recon=recon, latents=f, losses=losses)
+        return self._in_input_space(x, self._forward_n, sparsity_scale, dead_mask)
 
     def _forward_n(
         self, x_n: Tensor, sparsity_scale: float, dead_mask: Tensor | None
@@ -262,9 +257,16 @@ class SAE(nn.Module):
         (tests/test_sae_speed.py). Under DDP the trainer uses `forward` + backward instead (its gradient
         hooks live in autograd).
         """
+        return self._in_input_space(x, self._forward_backward_n, sparsity_scale, dead_mask)
+
+    def _in_input_space(self, x: Tensor, step: Callable[[Tensor, float, Tensor | None],
+                                                       tuple[Tensor, Tensor, dict[str, Tensor]]],
+                        sparsity_scale: float, dead_mask: Tensor | None) -> SAEOutput:
+        """Normalise x, run `step` in normalised space, return the reconstruction in x's scale (and
+        shape: a 2-D x gives 2-D recon and latents)."""
         x, squeeze = self._as_3d(x)
         x_n = self._normalise(x.to(self.W_enc.dtype))
-        f, recon_n, losses = self._forward_backward_n(x_n, sparsity_scale, dead_mask)
+        f, recon_n, losses = step(x_n, sparsity_scale, dead_mask)
         recon = recon_n / self.input_scale[:, None, None]
         if squeeze:
             recon, f = recon.squeeze(0), f.squeeze(0)
