@@ -104,3 +104,30 @@ def test_edge_chunk_is_bounded_and_scores_unchanged() -> None:
         want = edge_scores(pos, neg, 5, pairs, kind, chunk=10**6)
         assert torch.equal(edge_scores(pos, neg, 5, pairs, kind), want)
         assert torch.equal(edge_scores(pos, neg, 5, pairs, kind, chunk=7), want)
+
+
+def test_normalised_input_is_reused_only_while_x_and_scale_are_unchanged() -> None:
+    sae = make_sae(SAEConfig(d_in=8, d_sae=16, arch="relu"), seed=0)
+    with torch.no_grad():
+        sae.input_scale.fill_(2.0)
+    x = torch.randn(1, 32, 8)
+    first = sae._normalised_input(x)
+    assert sae._normalised_input(x) is first  # same tensor, same version: reused
+    x.mul_(3.0)  # in place: the version moves on
+    assert torch.equal(sae._normalised_input(x), x * 2.0)
+    with torch.no_grad():
+        sae.input_scale.fill_(0.5)
+    assert torch.equal(sae._normalised_input(x), x * 0.5)
+    assert torch.equal(sae._normalised_input(x.clone()), x * 0.5)  # another tensor: computed afresh
+
+
+def test_lazy_recon_refuses_to_read_an_overwritten_step() -> None:
+    sae = make_sae(SAEConfig(d_in=8, d_sae=16, arch="relu"), seed=0)
+    x = torch.randn(1, 32, 8)
+    out = sae.forward_backward(x)
+    want = sae.forward(x).recon.detach()
+    _close(out.recon, want)  # read before the next step: the reconstruction
+    old = sae.forward_backward(x)
+    sae.forward_backward(x)  # reuses old's buffer
+    with pytest.raises(RuntimeError, match="before the next"):
+        _ = old.recon

@@ -138,13 +138,23 @@ def default_matryoshka_widths(d_sae: int, levels: int = 5) -> list[int]:
     return sorted({max(1, round(d_sae / 2**j)) for j in range(levels)})
 
 
-@dataclass
 class SAEOutput:
-    """recon: like x; latents: [groups, batch, d_sae] (2-D for a 2-D input); losses: name -> [groups]."""
+    """recon: like x; latents: [groups, batch, d_sae] (2-D for a 2-D input); losses: name -> [groups].
 
-    recon: Tensor
-    latents: Tensor
-    losses: dict[str, Tensor]
+    recon may be given as a function and is then computed on first read: the trainer never reads it, and
+    building it costs passes over a [groups, batch, d_in] tensor every step.
+    """
+
+    def __init__(self, recon: Tensor | Callable[[], Tensor], latents: Tensor, losses: dict[str, Tensor]):
+        self._recon = recon
+        self.latents = latents
+        self.losses = losses
+
+    @property
+    def recon(self) -> Tensor:
+        if callable(self._recon):
+            self._recon = self._recon()
+        return self._recon
 
     @property
     def loss(self) -> Tensor:
@@ -218,6 +228,39 @@ class SAE(nn.Module):
     def _normalise(self, x: Tensor) -> Tensor:
         return x * self.input_scale[:, None, None]
 
+    def _workspace(self, name: str, like: Tensor) -> Tensor:
+        """A scratch tensor shaped like `like`, kept between calls: a fresh [g, b, d_in] tensor every
+        training step is page-faulted afresh (glibc returns large freed blocks to the OS), which costs
+        as much as a pass over it."""
+        buffers = self.__dict__.setdefault("_workspaces", {})
+        buf = buffers.get(name)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = buffers[name] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf
+
+    def _next_step(self) -> int:
+        """Count closed-form steps, so that a lazy output of one can tell it has been overwritten."""
+        self.__dict__["_closed_form_steps"] = self.__dict__.get("_closed_form_steps", 0) + 1
+        return int(self.__dict__["_closed_form_steps"])
+
+    def _check_step(self, step: int) -> None:
+        if self.__dict__.get("_closed_form_steps") != step:
+            raise RuntimeError("SAEOutput.recon of forward_backward must be read before the next "
+                               "forward_backward call (its buffer is reused)")
+
+    def _normalised_input(self, x: Tensor) -> Tensor:
+        """x * input_scale, reused while the same, unmodified x and scale come back: full-batch training
+        passes one tensor every step, and rescaling it each time is a pass over [groups, batch, d_in]."""
+        if (x.requires_grad and torch.is_grad_enabled()) or torch.is_inference_mode_enabled():
+            return self._normalise(x)  # a graph through x, or a tensor autograd may not reuse later
+        key = (x._version, self.input_scale._version, self.input_scale.data_ptr())
+        cached = self.__dict__.get("_x_n_cache")
+        if cached is not None and cached[0] is x and cached[1] == key:
+            return cached[2]
+        x_n = self._normalise(x)
+        self.__dict__["_x_n_cache"] = (x, key, x_n)  # holds x, so its storage cannot be reused meanwhile
+        return x_n
+
     def encode(self, x: Tensor) -> Tensor:
         """x: [groups, batch, d_in] (or [batch, d_in]) -> latents [groups, batch, d_sae]."""
         x, squeeze = self._as_3d(x)
@@ -260,22 +303,28 @@ class SAE(nn.Module):
         return self._in_input_space(x, self._forward_backward_n, sparsity_scale, dead_mask)
 
     def _in_input_space(self, x: Tensor, step: Callable[[Tensor, float, Tensor | None],
-                                                       tuple[Tensor, Tensor, dict[str, Tensor]]],
+                                                       tuple[Tensor, Tensor | Callable[[], Tensor],
+                                                             dict[str, Tensor]]],
                         sparsity_scale: float, dead_mask: Tensor | None) -> SAEOutput:
         """Normalise x, run `step` in normalised space, return the reconstruction in x's scale (and
         shape: a 2-D x gives 2-D recon and latents)."""
         x, squeeze = self._as_3d(x)
-        x_n = self._normalise(x.to(self.W_enc.dtype))
+        x_n = self._normalised_input(x.to(self.W_enc.dtype))
         f, recon_n, losses = step(x_n, sparsity_scale, dead_mask)
-        recon = recon_n / self.input_scale[:, None, None]
-        if squeeze:
-            recon, f = recon.squeeze(0), f.squeeze(0)
-        return SAEOutput(recon=recon, latents=f, losses=losses)
+        scale = self.input_scale[:, None, None].clone()  # a lazy recon must not see later changes
+
+        def recon() -> Tensor:
+            out = (recon_n() if callable(recon_n) else recon_n) / scale
+            return out.squeeze(0) if squeeze else out
+
+        latents = f.squeeze(0) if squeeze else f
+        return SAEOutput(recon=recon if callable(recon_n) else recon(), latents=latents, losses=losses)
 
     def _forward_backward_n(
         self, x_n: Tensor, sparsity_scale: float, dead_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Autograd reference: (latents, reconstruction, losses), all detached, after backward."""
+    ) -> tuple[Tensor, Tensor | Callable[[], Tensor], dict[str, Tensor]]:
+        """Autograd reference: (latents, reconstruction, losses), all detached, after backward. A closed
+        form may return the reconstruction as a function (computed only if read)."""
         with torch.enable_grad():
             f, recon_n, losses = self._forward_n(x_n, sparsity_scale, dead_mask)
             losses["loss"].sum().backward()

@@ -10,6 +10,8 @@ norms are 1 and this is the classic unit-norm-decoder, plain-L1 SAE (the circuit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -36,7 +38,7 @@ class ReLUSAE(SAE):
     @torch.no_grad()
     def _forward_backward_n(
         self, x_n: Tensor, sparsity_scale: float, dead_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    ) -> tuple[Tensor, Callable[[], Tensor], dict[str, Tensor]]:
         """`_forward_n` and its backward in closed form (no autograd graph, fewer [batch, d_sae] passes).
 
         With r = x̂ − x, R = 2r/b, c = λ·scale, n_i = ‖d_i‖, S_i = Σ_b f_bi (the loss summed over groups):
@@ -44,6 +46,8 @@ class ReLUSAE(SAE):
             ∂/∂f = R W_decᵀ + (c/b) n           ∂/∂pre = ∂/∂f ⊙ 1[pre > 0]  (= 1[f > 0])
             ∂/∂b_enc = Σ_b ∂/∂pre =: δ          ∂/∂W_enc = xᵀ ∂/∂pre − b_dec ⊗ δ   ∂/∂b_dec −= W_enc δ
         (the last two terms only when b_dec is applied to the input: pre = x W_enc + b_enc − b_dec W_enc).
+        Every [g, b, d_in] pass costs as much as a small matmul here, so r is built in one buffer (no
+        x̂), 2/b rides on the matmuls, and x̂ itself is only computed if the caller reads it.
         """
         b = x_n.shape[1]
         coef = self.cfg.l1_coefficient * sparsity_scale
@@ -51,21 +55,22 @@ class ReLUSAE(SAE):
         apply_b_dec = self.cfg.apply_b_dec_to_input
         bias = self.b_enc - torch.bmm(b_dec[:, None, :], w_enc)[:, 0] if apply_b_dec else self.b_enc
         f = torch.baddbmm(bias[:, None, :], x_n, w_enc).clamp_min_(0)  # [g, b, d_sae]
-        recon = torch.baddbmm(b_dec[:, None, :], f, w_dec)  # [g, b, d_in]
-        diff = recon - x_n
-        mse = diff.pow(2).sum(-1).mean(-1)  # [g]
+        diff = self._workspace("diff", x_n)  # x̂ − x: [g, b, d_in], the same buffer every step
+        torch.baddbmm(x_n, f, w_dec, beta=-1.0, out=diff).add_(b_dec[:, None, :])
+        mse = torch.linalg.vector_norm(diff, dim=-1).square_().mean(-1)  # [g]
         norms = w_dec.norm(dim=-1)  # [g, d_sae]
         f_sum = f.sum(1)  # [g, d_sae]
         l1 = (f_sum * norms).sum(-1) / b
         loss = mse + coef * l1
-        r = diff.mul_(2.0 / b)  # ∂loss/∂x̂, in place of diff
-        grad_f = torch.baddbmm((coef / b) * norms[:, None, :], r, w_dec.transpose(1, 2))  # [g, b, d_sae]
+        two_b = 2.0 / b  # R = two_b * diff, never formed
+        grad_f = torch.baddbmm((coef / b) * norms[:, None, :], diff, w_dec.transpose(1, 2), alpha=two_b,
+                               out=self._workspace("grad_f", f))  # [g, b, d_sae]
         # ∂/∂pre in place of ∂/∂f: one [g, b, d_sae] buffer fewer (a fresh one costs its page faults)
         grad_pre = torch.ops.aten.threshold_backward.grad_input(grad_f, f, 0, grad_input=grad_f)
         delta = grad_pre.sum(1)  # [g, d_sae]
-        grad_w_dec = torch.bmm(f.transpose(1, 2), r)
+        grad_w_dec = torch.bmm(f.transpose(1, 2), diff).mul_(two_b)
         grad_w_dec.add_(w_dec * ((coef / b) * f_sum / norms)[..., None])
-        grad_b_dec = r.sum(1)
+        grad_b_dec = diff.sum(1).mul_(two_b)
         if apply_b_dec:
             grad_w_enc = torch.baddbmm(b_dec[:, :, None] * delta[:, None, :], x_n.transpose(1, 2), grad_pre,
                                        alpha=1.0, beta=-1.0)
@@ -76,4 +81,10 @@ class ReLUSAE(SAE):
         add_grad(w_dec, grad_w_dec)
         add_grad(self.b_enc, delta)
         add_grad(b_dec, grad_b_dec)
+        step = self._next_step()
+
+        def recon() -> Tensor:
+            self._check_step(step)  # diff is overwritten by the next step
+            return diff + x_n
+
         return f, recon, {"loss": loss, "mse": mse, "l1": l1}
