@@ -9,11 +9,10 @@ the SAE fit, the scoring pass that encodes inside the forward hook (`streamed`),
 `held` is the previous path: one pass holding every activation [prompts, heads, d], then encoding.
 Each (mode, n_score) runs in its own subprocess; the figure is ru_maxrss (peak resident set) after the
 stages, and its growth over ru_maxrss just before them (model loaded, prompts built);
-`peak_rss_activations_mib` is the peak before the scoring stage. Each child first
-fixes glibc's mmap threshold as `find` does with CIRCUITS_BOUND_HEAP=1 (`pipeline.bound_cpu_heap`, opt-in: it
-slows the forward pass, see benchmarks/results/heap_threshold.json); `--default-malloc` keeps glibc's dynamic
-threshold, whose heap fragmentation lets the peak creep up with the number of batches. Writes the JSON
-and memory.png beside it.
+`peak_rss_activations_mib` is the peak before the scoring stage. Each child allocates as `find` does by
+default (glibc's dynamic mmap threshold); `--bound-heap` first fixes the threshold as `find` does with
+CIRCUITS_BOUND_HEAP=1 (`pipeline.bound_cpu_heap`, opt-in: it slows the forward pass, see
+benchmarks/results/heap_threshold.json). Writes the JSON and memory.png beside it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(model_name: str, task_name: str, n_score: int, mode: str, default_malloc: bool = False) -> dict:
+def measure(model_name: str, task_name: str, n_score: int, mode: str, bound_heap: bool = False) -> dict:
     """One activation stage and scoring stage in this process: peak RSS before and after, MiB."""
     import torch
 
@@ -48,7 +47,7 @@ def measure(model_name: str, task_name: str, n_score: int, mode: str, default_ma
     from circuits.models import load_model
     from tasks import get_task
 
-    heap_bounded = False if default_malloc else bound_cpu_heap()
+    heap_bounded = bound_cpu_heap() if bound_heap else False
     task = get_task(task_name)
     loaded = load_model(model_name, task, 0)
     config = FindConfig(n_score=n_score)
@@ -111,13 +110,13 @@ def main() -> None:
     parser.add_argument("--held", type=int, nargs="*", default=[250, 1000],
                         help="sizes also run on the held-activations path (it grows: keep them small)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's dynamic mmap threshold (find fixes it on CPU)")
+    parser.add_argument("--bound-heap", action="store_true",
+                        help="fix glibc's mmap threshold first, as CIRCUITS_BOUND_HEAP=1 makes find do")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         mode, n = args.child
-        print(json.dumps(measure(args.model, args.task, int(n), mode, args.default_malloc)))
+        print(json.dumps(measure(args.model, args.task, int(n), mode, args.bound_heap)))
         return
     from _report import emit
 
@@ -126,7 +125,7 @@ def main() -> None:
     runs: list[dict] = []
     for mode, n in jobs:
         res = subprocess.run([sys.executable, __file__, "--model", args.model, "--task", args.task,
-                              *(["--default-malloc"] if args.default_malloc else []),
+                              *(["--bound-heap"] if args.bound_heap else []),
                               "--child", mode, str(n)], capture_output=True, text=True, check=True)
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         streamed = sorted((r for r in runs if r["mode"] == "streamed"), key=lambda r: r["n_score"])
@@ -136,7 +135,7 @@ def main() -> None:
             "task": args.task,
             "what": "peak RSS (ru_maxrss) of find's activation stage (training pass + SAE fit + scoring "
                     "pass) and scoring stage (node_scores + edge_scores)",
-            "malloc": "glibc default (dynamic mmap threshold)" if args.default_malloc
+            "malloc": "glibc default (dynamic mmap threshold), as find by default" if not args.bound_heap
                       else ("mmap threshold fixed as find does on CPU with CIRCUITS_BOUND_HEAP=1 "
                             "(pipeline.bound_cpu_heap)"),
             "runs": runs,
