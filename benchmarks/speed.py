@@ -18,6 +18,11 @@ and stopped by this script and bounded in time (`--contender-seconds`). Reported
 Sharded find (`--skip-sharded` to leave out): `circuits find` on tiny-ioi under torchrun with 2 CPU
 processes (gloo) and in one process, same settings, each as a subprocess; reported: whether the two JSON
 results are equal (timings aside), the largest absolute difference of a head or edge score, and seconds.
+
+Memory (`--memory-sizes`, empty to leave out): benchmarks/memory.py's runs (each size in a fresh process,
+find's default allocator) embedded, with peak RSS max / min over the streamed sizes. SAE throughput
+(`--skip-sae-throughput`): benchmarks/sae_throughput.py's report (ours over SAELens, same data, same run)
+embedded. `criteria` lists issue 14's targets with the measured value and whether each is met.
 """
 
 from __future__ import annotations
@@ -179,6 +184,68 @@ def sharded_find(model_name: str = "tiny-ioi", task_name: str = "ioi", n_score: 
     }
 
 
+def _script_report(script: str, argv: list[str], out_name: str, out_is_dir: bool, timeout: float) -> dict:
+    """Run benchmarks/<script> with `argv` and --out in a temporary folder (the folder itself where the
+    script takes one); the JSON report it wrote there, `out_name`."""
+    import tempfile
+
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / out_name
+        target = tmp if out_is_dir else str(out)
+        res = subprocess.run([sys.executable, str(here / script), *argv, "--out", target],
+                             capture_output=True, text=True, timeout=timeout, cwd=here.parent)
+        if res.returncode != 0:
+            raise RuntimeError(f"{script} failed: {res.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def memory_report(model_name: str, task_name: str, sizes: list[int]) -> dict:
+    """benchmarks/memory.py over `sizes` (streamed only), and the flatness figure issue 14 asks for."""
+    report = _script_report("memory.py", ["--model", model_name, "--task", task_name, "--n-score",
+                                          *map(str, sizes), "--held"], "memory.json", out_is_dir=False,
+                            timeout=7200)
+    peaks = [r["peak_rss_activations_mib"] for r in report["runs"] if r["mode"] == "streamed"]
+    report["peak_rss_max_over_min"] = max(peaks) / min(peaks)
+    return report
+
+
+def sae_throughput_report() -> dict:
+    return _script_report("sae_throughput.py", [], "sae_throughput.json", out_is_dir=True, timeout=3600)
+
+
+def criteria(report: dict) -> dict:
+    """Issue 14's targets: each with the measured value (None: not measured in this run) and whether met."""
+    tiny = next((c for c in report["contended"] if c["model"] == "tiny-ioi"), None)
+    throughput = report.get("sae_throughput")
+    ratios = ({a: r.get("ours_over_saelens") for a, r in throughput["results"].items()}
+              if throughput else None)
+    sharded = report.get("sharded_find")
+    memory = report.get("memory")
+    rows = {
+        "find_over_forward <= 1.1": report["ratios"]["find_over_forward"],
+        "tiny-ioi find contended_over_alone <= 2.0":
+            tiny["ratios"]["find_contended_over_alone"] if tiny else None,
+        "peak RSS max/min over n_score sizes <= 1.1": memory["peak_rss_max_over_min"] if memory else None,
+        "min SAE throughput over SAELens >= 1.2":
+            min(v for v in ratios.values() if v is not None) if ratios else None,
+        "2-process sharded find equals 1-process": sharded["equal"] if sharded else None,
+    }
+    limits = {"find_over_forward <= 1.1": (1.1, "max"),
+              "tiny-ioi find contended_over_alone <= 2.0": (2.0, "max"),
+              "peak RSS max/min over n_score sizes <= 1.1": (1.1, "max"),
+              "min SAE throughput over SAELens >= 1.2": (1.2, "min")}
+    out = {}
+    for name, value in rows.items():
+        if value is None or isinstance(value, bool):
+            met = value
+        else:
+            limit, kind = limits[name]
+            met = value <= limit if kind == "max" else value >= limit
+        out[name] = {"value": value, "met": met}
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     task = get_task(args.task)
     loaded = load_model(args.model, task, args.seed)
@@ -254,6 +321,8 @@ def run(args: argparse.Namespace) -> dict:
         "contended": [contended(args.model if name == "main" else name, args)
                       for name in args.contended_models],
         "sharded_find": None if args.skip_sharded else sharded_find(),
+        "memory": memory_report(args.model, args.task, args.memory_sizes) if args.memory_sizes else None,
+        "sae_throughput": None if args.skip_sae_throughput else sae_throughput_report(),
     }
 
 
@@ -276,11 +345,16 @@ def main(argv: list[str] | None = None) -> dict:
                         help="upper bound on one contender's life (it is stopped after each timing)")
     parser.add_argument("--skip-sharded", action="store_true",
                         help="skip the 2-process (torchrun) find equality check on tiny-ioi")
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[250, 1000, 4000],
+                        help="n_score sizes of the memory runs (none: leave them out)")
+    parser.add_argument("--skip-sae-throughput", action="store_true",
+                        help="leave out benchmarks/sae_throughput.py (ours over SAELens)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.n_train < 2 or args.n_score < 1 or args.eap_batch_size < 1 or args.repeats < 1 or args.steps < 1:
         parser.error("--n-train must be >= 2; --n-score, --eap-batch-size, --repeats, --steps >= 1")
     report = run(args)
+    report = {"criteria": criteria(report), **report}
     emit(report, args.out)
     return report
 
