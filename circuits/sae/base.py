@@ -228,6 +228,49 @@ class SAE(nn.Module):
     def _normalise(self, x: Tensor) -> Tensor:
         return x * self.input_scale[:, None, None]
 
+    # ---- closed-form backward, shared by the architectures that have one ----------------------------
+    def _closed_form_residual(self, x_n: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂ − x in a buffer reused every step [g, b, d_in], mse [g]); x̂ itself is never formed."""
+        diff = self._workspace("diff", x_n)
+        torch.baddbmm(x_n, f, self.W_dec, beta=-1.0, out=diff).add_(self.b_dec[:, None, :])
+        return diff, torch.linalg.vector_norm(diff, dim=-1).square_().mean(-1)
+
+    def _closed_form_linear_grads(self, x_n: Tensor, f: Tensor, diff: Tensor, grad_pre: Tensor,
+                                  extra_w_dec: Tensor | None = None) -> None:
+        """Add the gradients of W_enc, b_enc, W_dec, b_dec to .grad, given ∂loss/∂pre and x̂ − x.
+
+        With R = 2(x̂ − x)/b (never formed: 2/b rides on the products) and δ = Σ_b ∂/∂pre:
+            ∂/∂W_dec = fᵀR (+ extra_w_dec)    ∂/∂b_dec = Σ_b R    ∂/∂b_enc = δ    ∂/∂W_enc = xᵀ ∂/∂pre
+        and, when b_dec is applied to the input (pre = x W_enc + b_enc − b_dec W_enc), ∂/∂W_enc −= b_dec ⊗ δ,
+        ∂/∂b_dec −= W_enc δ.
+        """
+        two_b = 2.0 / x_n.shape[1]
+        delta = grad_pre.sum(1)  # [g, d_sae]
+        grad_w_dec = torch.bmm(f.transpose(1, 2), diff).mul_(two_b)
+        if extra_w_dec is not None:
+            grad_w_dec.add_(extra_w_dec)
+        grad_b_dec = diff.sum(1).mul_(two_b)
+        if self.cfg.apply_b_dec_to_input:
+            grad_w_enc = torch.baddbmm(self.b_dec[:, :, None] * delta[:, None, :], x_n.transpose(1, 2),
+                                       grad_pre, alpha=1.0, beta=-1.0)
+            grad_b_dec.sub_(torch.bmm(self.W_enc, delta[:, :, None])[..., 0])
+        else:
+            grad_w_enc = torch.bmm(x_n.transpose(1, 2), grad_pre)
+        add_grad(self.W_enc, grad_w_enc)
+        add_grad(self.W_dec, grad_w_dec)
+        add_grad(self.b_enc, delta)
+        add_grad(self.b_dec, grad_b_dec)
+
+    def _lazy_recon(self, diff: Tensor, x_n: Tensor) -> Callable[[], Tensor]:
+        """x̂ (normalised) from the step's residual buffer, computed only if read, before the next step."""
+        step = self._next_step()
+
+        def recon() -> Tensor:
+            self._check_step(step)  # diff is overwritten by the next step
+            return diff + x_n
+
+        return recon
+
     def _workspace(self, name: str, like: Tensor) -> Tensor:
         """A scratch tensor shaped like `like`, kept between calls: a fresh [g, b, d_in] tensor every
         training step is page-faulted afresh (glibc returns large freed blocks to the OS), which costs

@@ -12,12 +12,13 @@ and no pseudo-gradient flows to z through H (the paper's choice). Decoder rows a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from circuits.sae.base import SAE, rectangle
+from circuits.sae.base import SAE, add_grad, rectangle
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -113,3 +114,30 @@ class JumpReLUSAE(SAE):
         mse = self.mse(x_n, recon)
         loss = mse + self.cfg.l0_coefficient * sparsity_scale * l0
         return f, recon, {"loss": loss, "mse": mse, "l0_penalty": l0}
+
+    @torch.no_grad()
+    def _forward_backward_n(
+        self, x_n: Tensor, sparsity_scale: float, dead_mask: Tensor | None
+    ) -> tuple[Tensor, Callable[[], Tensor], dict[str, Tensor]]:
+        """`_forward_n` and its backward in closed form, on top of `SAE._closed_form_linear_grads`.
+
+        mask = 1[z > θ], window = K((z − θ)/ε), c = λ0·scale: ∂/∂f = R W_decᵀ, ∂/∂z = ∂/∂f ⊙ mask, and
+        ∂/∂θ = −(1/ε)(θ Σ_b window ⊙ ∂/∂f + (c/b) Σ_b window) (both straight-through estimators), then
+        ∂/∂log θ = θ ∂/∂θ.
+        """
+        b = x_n.shape[1]
+        coef = self.cfg.l0_coefficient * sparsity_scale
+        eps = self.cfg.bandwidth
+        theta = self.threshold  # [g, d_sae]
+        pre = self.pre_acts(x_n)  # [g, b, d_sae]
+        mask = pre > theta[:, None, :]
+        window = ((pre - theta[:, None, :]).abs() < eps / 2).to(pre.dtype)
+        f = pre.mul_(mask)  # in place: pre is not needed past the window
+        l0 = mask.sum(-1).to(f.dtype).mean(-1)  # [g]
+        diff, mse = self._closed_form_residual(x_n, f)
+        grad_f = torch.bmm(diff, self.W_dec.transpose(1, 2), out=self._workspace("grad_f", f)).mul_(2.0 / b)
+        grad_theta = -(1.0 / eps) * (theta * (window * grad_f).sum(1) + window.sum(1) * (coef / b))
+        grad_pre = grad_f.mul_(mask)  # [g, b, d_sae], in place of ∂/∂f
+        self._closed_form_linear_grads(x_n, f, diff, grad_pre)
+        add_grad(self.log_threshold, grad_theta * theta)
+        return f, self._lazy_recon(diff, x_n), {"loss": mse + coef * l0, "mse": mse, "l0_penalty": l0}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from circuits.sae.base import SAE, add_grad
+from circuits.sae.base import SAE
 
 
 class ReLUSAE(SAE):
@@ -41,50 +41,22 @@ class ReLUSAE(SAE):
     ) -> tuple[Tensor, Callable[[], Tensor], dict[str, Tensor]]:
         """`_forward_n` and its backward in closed form (no autograd graph, fewer [batch, d_sae] passes).
 
-        With r = x̂ − x, R = 2r/b, c = λ·scale, n_i = ‖d_i‖, S_i = Σ_b f_bi (the loss summed over groups):
-            ∂/∂b_dec (decoder) = Σ_b R          ∂/∂W_dec = fᵀR + (c/b) S_i d_i / n_i
-            ∂/∂f = R W_decᵀ + (c/b) n           ∂/∂pre = ∂/∂f ⊙ 1[pre > 0]  (= 1[f > 0])
-            ∂/∂b_enc = Σ_b ∂/∂pre =: δ          ∂/∂W_enc = xᵀ ∂/∂pre − b_dec ⊗ δ   ∂/∂b_dec −= W_enc δ
-        (the last two terms only when b_dec is applied to the input: pre = x W_enc + b_enc − b_dec W_enc).
-        Every [g, b, d_in] pass costs as much as a small matmul here, so r is built in one buffer (no
-        x̂), 2/b rides on the matmuls, and x̂ itself is only computed if the caller reads it.
+        On top of the shared linear part (`SAE._closed_form_linear_grads`), with c = λ·scale,
+        n_i = ‖d_i‖ and S_i = Σ_b f_bi: ∂/∂f = R W_decᵀ + (c/b) n, ∂/∂pre = ∂/∂f ⊙ 1[f > 0], and the L1
+        term's ∂/∂W_dec = (c/b) S_i d_i / n_i.
         """
         b = x_n.shape[1]
         coef = self.cfg.l1_coefficient * sparsity_scale
-        w_enc, w_dec, b_dec = self.W_enc, self.W_dec, self.b_dec
-        apply_b_dec = self.cfg.apply_b_dec_to_input
-        bias = self.b_enc - torch.bmm(b_dec[:, None, :], w_enc)[:, 0] if apply_b_dec else self.b_enc
-        f = torch.baddbmm(bias[:, None, :], x_n, w_enc).clamp_min_(0)  # [g, b, d_sae]
-        diff = self._workspace("diff", x_n)  # x̂ − x: [g, b, d_in], the same buffer every step
-        torch.baddbmm(x_n, f, w_dec, beta=-1.0, out=diff).add_(b_dec[:, None, :])
-        mse = torch.linalg.vector_norm(diff, dim=-1).square_().mean(-1)  # [g]
+        w_dec = self.W_dec
+        f = self.pre_acts(x_n).clamp_min_(0)  # [g, b, d_sae]
+        diff, mse = self._closed_form_residual(x_n, f)
         norms = w_dec.norm(dim=-1)  # [g, d_sae]
         f_sum = f.sum(1)  # [g, d_sae]
         l1 = (f_sum * norms).sum(-1) / b
-        loss = mse + coef * l1
-        two_b = 2.0 / b  # R = two_b * diff, never formed
-        grad_f = torch.baddbmm((coef / b) * norms[:, None, :], diff, w_dec.transpose(1, 2), alpha=two_b,
+        grad_f = torch.baddbmm((coef / b) * norms[:, None, :], diff, w_dec.transpose(1, 2), alpha=2.0 / b,
                                out=self._workspace("grad_f", f))  # [g, b, d_sae]
         # ∂/∂pre in place of ∂/∂f: one [g, b, d_sae] buffer fewer (a fresh one costs its page faults)
         grad_pre = torch.ops.aten.threshold_backward.grad_input(grad_f, f, 0, grad_input=grad_f)
-        delta = grad_pre.sum(1)  # [g, d_sae]
-        grad_w_dec = torch.bmm(f.transpose(1, 2), diff).mul_(two_b)
-        grad_w_dec.add_(w_dec * ((coef / b) * f_sum / norms)[..., None])
-        grad_b_dec = diff.sum(1).mul_(two_b)
-        if apply_b_dec:
-            grad_w_enc = torch.baddbmm(b_dec[:, :, None] * delta[:, None, :], x_n.transpose(1, 2), grad_pre,
-                                       alpha=1.0, beta=-1.0)
-            grad_b_dec.sub_(torch.bmm(w_enc, delta[:, :, None])[..., 0])
-        else:
-            grad_w_enc = torch.bmm(x_n.transpose(1, 2), grad_pre)
-        add_grad(w_enc, grad_w_enc)
-        add_grad(w_dec, grad_w_dec)
-        add_grad(self.b_enc, delta)
-        add_grad(b_dec, grad_b_dec)
-        step = self._next_step()
-
-        def recon() -> Tensor:
-            self._check_step(step)  # diff is overwritten by the next step
-            return diff + x_n
-
-        return f, recon, {"loss": loss, "mse": mse, "l1": l1}
+        self._closed_form_linear_grads(x_n, f, diff, grad_pre,
+                                       extra_w_dec=w_dec * ((coef / b) * f_sum / norms)[..., None])
+        return f, self._lazy_recon(diff, x_n), {"loss": mse + coef * l1, "mse": mse, "l1": l1}
