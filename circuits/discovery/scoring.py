@@ -113,8 +113,11 @@ def _positive_only(keys_pos: torch.Tensor, keys_neg: torch.Tensor) -> torch.Tens
     positive key is negative-free when its successor is not its own negative tag. (unique of the negatives
     plus isin plus unique of the survivors took three sorts of the same size; this is the edge stage's cost.)
     """
-    tagged = torch.cat([keys_pos.reshape(-1) * 2, keys_neg.reshape(-1) * 2 + 1]).unique()  # sorted
+    tagged = torch.cat([keys_pos.reshape(-1) * 2, keys_neg.reshape(-1) * 2 + 1])
+    if tagged.numel() and int(tagged.max()) < 2**31:
+        tagged = tagged.to(torch.int32)  # sorts ~1.5x faster than int64
+    tagged = tagged.unique()  # sorted
     on_pos = tagged % 2 == 0
     has_neg = torch.zeros_like(on_pos)
     has_neg[:-1] = tagged[1:] == tagged[:-1] + 1
-    return tagged[on_pos & ~has_neg] // 2
+    return (tagged[on_pos & ~has_neg] // 2).long()
