@@ -129,6 +129,7 @@ def main() -> None:
                               "--child", mode, str(n)], capture_output=True, text=True, check=True)
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         streamed = sorted((r for r in runs if r["mode"] == "streamed"), key=lambda r: r["n_score"])
+        peaks = [r["peak_rss_activations_mib"] for r in streamed]
         report = {
             "benchmark": "memory",
             "model": args.model,
@@ -141,6 +142,8 @@ def main() -> None:
             "runs": runs,
             "streamed_peak_ratio_largest_over_smallest":
                 streamed[-1]["peak_rss_mib"] / streamed[0]["peak_rss_mib"] if streamed else None,
+            # issue 14's flatness figure: the activation stage's peak, max over min across the sizes
+            "peak_rss_max_over_min": max(peaks) / min(peaks) if peaks else None,
             "complete": len(runs) == len(jobs),
             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         }

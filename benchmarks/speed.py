@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -201,13 +202,10 @@ def _script_report(script: str, argv: list[str], out_name: str, out_is_dir: bool
 
 
 def memory_report(model_name: str, task_name: str, sizes: list[int]) -> dict:
-    """benchmarks/memory.py over `sizes` (streamed only), and the flatness figure issue 14 asks for."""
-    report = _script_report("memory.py", ["--model", model_name, "--task", task_name, "--n-score",
-                                          *map(str, sizes), "--held"], "memory.json", out_is_dir=False,
-                            timeout=7200)
-    peaks = [r["peak_rss_activations_mib"] for r in report["runs"] if r["mode"] == "streamed"]
-    report["peak_rss_max_over_min"] = max(peaks) / min(peaks)
-    return report
+    """benchmarks/memory.py over `sizes` (streamed only; its report has the flatness figure)."""
+    return _script_report("memory.py", ["--model", model_name, "--task", task_name, "--n-score",
+                                        *map(str, sizes), "--held"], "memory.json", out_is_dir=False,
+                          timeout=7200)
 
 
 def sae_throughput_report() -> dict:
@@ -222,25 +220,23 @@ def criteria(report: dict) -> dict:
               if throughput else None)
     sharded = report.get("sharded_find")
     memory = report.get("memory")
-    rows = {
-        "find_over_forward <= 1.1": report["ratios"]["find_over_forward"],
-        "tiny-ioi find contended_over_alone <= 2.0":
-            tiny["ratios"]["find_contended_over_alone"] if tiny else None,
-        "peak RSS max/min over n_score sizes <= 1.1": memory["peak_rss_max_over_min"] if memory else None,
-        "min SAE throughput over SAELens >= 1.2":
-            min(v for v in ratios.values() if v is not None) if ratios else None,
-        "2-process sharded find equals 1-process": sharded["equal"] if sharded else None,
-    }
-    limits = {"find_over_forward <= 1.1": (1.1, "max"),
-              "tiny-ioi find contended_over_alone <= 2.0": (2.0, "max"),
-              "peak RSS max/min over n_score sizes <= 1.1": (1.1, "max"),
-              "min SAE throughput over SAELens >= 1.2": (1.2, "min")}
+    # (target, measured value, bound): "max" values must stay at or below it, "min" ones at or above;
+    # a yes/no target has no bound
+    rows: list[tuple[str, Any, tuple[float, str] | None]] = [
+        ("find_over_forward <= 1.1", report["ratios"]["find_over_forward"], (1.1, "max")),
+        ("tiny-ioi find contended_over_alone <= 2.0",
+         tiny["ratios"]["find_contended_over_alone"] if tiny else None, (2.0, "max")),
+        ("peak RSS max/min over n_score sizes <= 1.1", memory["peak_rss_max_over_min"] if memory else None,
+         (1.1, "max")),
+        ("min SAE throughput over SAELens >= 1.2",
+         min(v for v in ratios.values() if v is not None) if ratios else None, (1.2, "min")),
+        ("2-process sharded find equals 1-process", sharded["equal"] if sharded else None, None),
+    ]
     out = {}
-    for name, value in rows.items():
-        if value is None or isinstance(value, bool):
-            met = value
-        else:
-            limit, kind = limits[name]
+    for name, value, bound in rows:
+        met = value
+        if value is not None and bound is not None:
+            limit, kind = bound
             met = value <= limit if kind == "max" else value >= limit
         out[name] = {"value": value, "met": met}
     return out
