@@ -38,7 +38,11 @@ def test_streamed_codes_equal_held_codes(planted, overrides) -> None:
     tokens = torch.cat([score_set.positive, score_set.negative])
     streamed = streamed_codes(loaded.model, tokens, sae, config)
     assert streamed.shape == held.shape
-    assert torch.equal(streamed, held)
+    if config.hook == "z":  # the same products in the same order: bit-equal
+        assert torch.equal(streamed, held)
+    else:  # "result" folds W_O into the encoder: equal up to float rounding, i.e. bar near-ties
+        assert (streamed != held).float().mean() <= 1e-3
+    assert len(held.unique()) > 1  # the codes carry information, so equality means something
     assert not any(hp.fwd_hooks for hp in loaded.model.hook_dict.values())  # the early stop left no hook
 
 

@@ -88,6 +88,25 @@ def encode_codes(acts_train: torch.Tensor, acts_score: torch.Tensor, config: Fin
 
 
 @torch.no_grad()
+def folded_encoders(model: HookedTransformer, sae: SAE, per_head: bool) -> list[torch.Tensor]:
+    """Per layer, [head, d_head, d_sae]: W_O (z -> the head's output) times the SAE's input projection,
+    so that a head's z goes straight to latent space: codes of `hook` "result" without forming z @ W_O.
+
+    Per layer and batch of b prompts that is b·head·d_head·d_sae multiply-adds instead of
+    b·head·d_model·(d_head + d_sae) (about 15x fewer on gpt2-small); codes agree up to float rounding.
+    """
+    n_heads = model.cfg.n_heads
+    projection = sae.input_projection()  # [g, d_model, d_sae]
+    folded = []
+    for layer in range(model.cfg.n_layers):
+        w_o = model.blocks[layer].attn.W_O.to(projection.dtype)  # [head, d_head, d_model]
+        heads = (projection[layer * n_heads:(layer + 1) * n_heads] if per_head
+                 else projection.expand(n_heads, -1, -1))  # [head, d_model, d_sae]
+        folded.append(torch.bmm(w_o, heads))
+    return folded
+
+
+@torch.no_grad()
 def streamed_codes(model: HookedTransformer, tokens: torch.Tensor, sae: SAE, config: FindConfig,
                    batches: range | None = None,
                    stream: Callable[[slice, Callable[[int, int, torch.Tensor], None]], None] | None = None
@@ -95,16 +114,23 @@ def streamed_codes(model: HookedTransformer, tokens: torch.Tensor, sae: SAE, con
     """tokens: [n, seq] -> codes [n*rows_per_prompt, layer*head], encoded inside the forward hook, so
     only codes are kept. batches: which batches of `config.batch_size` prompts to run (a rank's share);
     rows of the others stay 0. stream(rows, consume): what is encoded for the prompts `rows` (consume as
-    in `stream_head_activations`); default: the heads' outputs (discovery.effect passes the effects)."""
+    in `stream_head_activations`); default: the heads' outputs (discovery.effect passes the effects),
+    for hook "result" read as z and encoded through `folded_encoders`."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     per_head = config.sae == "per-head"
     # per-head: each layer's hook encodes with that layer's groups only
     coders = [sae.select_groups(l * n_heads, (l + 1) * n_heads) if per_head else sae for l in range(n_layers)]
+    fold = stream is None and config.hook == "result"
+    folded = folded_encoders(model, sae, per_head) if fold else []
     rows_per_prompt = tokens.shape[1] if config.position == "each" else 1
     codes = torch.zeros(tokens.shape[0] * rows_per_prompt, n_layers * n_heads, dtype=torch.long)
 
     def encode(offset: int, row_start: int, layer: int, acts: torch.Tensor) -> None:  # acts: [b, head, d]
-        block = head_codes(coders[layer], acts, per_head)  # [b, head]
+        if fold:  # acts is z [b, head, d_head]
+            xw = torch.bmm(acts.transpose(0, 1).to(folded[layer].dtype), folded[layer])  # [head, b, d_sae]
+            block = _projected_codes(coders[layer], xw, per_head)
+        else:
+            block = head_codes(coders[layer], acts, per_head)  # [b, head]
         row = offset + row_start
         codes[row:row + acts.shape[0], layer * n_heads:(layer + 1) * n_heads] = block
 
@@ -114,6 +140,15 @@ def streamed_codes(model: HookedTransformer, tokens: torch.Tensor, sae: SAE, con
         if stream is not None:
             stream(slice(b * size, (b + 1) * size), consume)
             continue
-        stream_head_activations(model, tokens[b * size:(b + 1) * size], consume, config.hook, config.position,
-                                size)
+        stream_head_activations(model, tokens[b * size:(b + 1) * size], consume, "z" if fold else config.hook,
+                                config.position, size)
     return codes
+
+
+def _projected_codes(sae: SAE, xw: torch.Tensor, per_head: bool) -> torch.Tensor:
+    """xw: [head, b, d_sae] (inputs times the input projection) -> codes [b, head]."""
+    if per_head:  # one group per head
+        return codes_from_latents(sae.encode_projected(xw)).transpose(0, 1)
+    # one SAE: every (head, prompt) is a row, and encoding is row by row, so their order is free
+    heads, b, d_sae = xw.shape
+    return codes_from_latents(sae.encode_projected(xw.reshape(1, heads * b, d_sae))[0]).reshape(heads, b).T

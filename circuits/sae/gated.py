@@ -32,14 +32,26 @@ class GatedSAE(SAE):
         """(π_gate, π_mag), each [g, b, d_sae]; one bmm serves both paths."""
         if self.cfg.apply_b_dec_to_input:
             x_n = x_n - self.b_dec[:, None, :]
-        xw = torch.bmm(x_n, self.W_enc)
+        return self._paths_from(torch.bmm(x_n, self.W_enc))
+
+    def _paths_from(self, xw: Tensor) -> tuple[Tensor, Tensor]:
+        """(π_gate, π_mag) from x̃ W_gate [g, b, d_sae]."""
         pi_gate = xw + self.b_enc[:, None, :]
         pi_mag = xw * torch.exp(self.r_mag)[:, None, :] + self.b_mag[:, None, :]
         return pi_gate, pi_mag
 
-    def _encode_n(self, x_n: Tensor) -> Tensor:
-        pi_gate, pi_mag = self._paths(x_n)
+    @staticmethod
+    def _gate(pi_gate: Tensor, pi_mag: Tensor) -> Tensor:
         return (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
+
+    def _encode_n(self, x_n: Tensor) -> Tensor:
+        return self._gate(*self._paths(x_n))
+
+    def encode_projected(self, xw: Tensor) -> Tensor:
+        """x̃ W_gate = (s x − b_dec) W_gate = xw − b_dec W_gate; both paths read it."""
+        if self.cfg.apply_b_dec_to_input:
+            xw = xw - torch.bmm(self.b_dec[:, None, :], self.W_enc)
+        return self._gate(*self._paths_from(xw))
 
     def activate(self, pre: Tensor) -> Tensor:  # pragma: no cover - the gate needs both paths
         raise NotImplementedError("GatedSAE encodes from inputs (two paths), use encode()")
@@ -48,7 +60,7 @@ class GatedSAE(SAE):
         self, x_n: Tensor, sparsity_scale: float, dead_mask: Tensor | None
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         pi_gate, pi_mag = self._paths(x_n)
-        f = (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
+        f = self._gate(pi_gate, pi_mag)
         recon = self._decode_n(f)
         mse = self.mse(x_n, recon)
         gate_act = torch.relu(pi_gate)

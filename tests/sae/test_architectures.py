@@ -193,6 +193,23 @@ def test_fold_input_scale_preserves_function(arch: str) -> None:
     assert torch.allclose(sae(x).recon, before, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("b_dec_on_input", [True, False])
+def test_encode_projected_equals_encode(arch: str, b_dec_on_input: bool) -> None:
+    """encode(z @ M) == encode_projected(z @ (M @ input_projection())): what find's folded codes rely on."""
+    sae = _perturbed(arch, apply_b_dec_to_input=b_dec_on_input)
+    with torch.no_grad():
+        sae.input_scale.copy_(torch.tensor([0.3, 2.5]))
+    sae.eval()
+    z = torch.randn(2, 40, 3)  # [g, b, d_small]
+    m = torch.randn(2, 3, 6)  # [g, d_small, d_in]
+    expected = sae.encode(torch.bmm(z, m))
+    folded = torch.bmm(m, sae.input_projection())  # [g, d_small, d_sae]
+    got = sae.encode_projected(torch.bmm(z, folded))
+    assert expected.abs().sum() > 0  # something fired, so the comparison has content
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_config_validation() -> None:
     with pytest.raises(CircuitsError, match="k must be"):
         SAEConfig(d_in=4, d_sae=8, arch="topk", k=9)
