@@ -19,7 +19,7 @@ def _speed():
 
 def _report(find_over_forward: float, contended: float, peak_ratio: float | None, relu: float) -> dict:
     return {
-        "ratios": {"find_over_forward": find_over_forward},
+        "ratios": {"find_over_forward_paired": find_over_forward},
         "contended": [{"model": "tiny-ioi", "ratios": {"find_contended_over_alone": contended}}],
         "memory": None if peak_ratio is None else {"peak_rss_max_over_min": peak_ratio},
         "sae_throughput": {"results": {"relu": {"ours_over_saelens": relu},
