@@ -1,7 +1,7 @@
 """Compare scores and a selected circuit with a ground truth: ROC AUC, precision, recall, F1.
 
 Definitions (reported with every evaluation):
-- node ROC AUC: sklearn's trapezoid ROC AUC over every attention head (MLPs excluded), label 1 for
+- node ROC AUC: the trapezoid ROC AUC (as sklearn's) over every attention head (MLPs excluded), label 1 for
   heads in the ground-truth set. This is a whole-head "node", not ACDC's q/k/v-split node.
 - precision / recall / F1: of the selected head set against the ground-truth head set.
 - edge ROC AUC: over every head pair (sender layer < receiver layer), label 1 for ground-truth
@@ -34,12 +34,28 @@ def head_labels(truth: GroundTruth, n_layers: int, n_heads: int) -> np.ndarray:
     return labels
 
 
+def _roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive counts, true positive counts) at each distinct score, highest first.
+
+    Ties share one threshold, so the trapezoid over these points counts a tied positive/negative pair
+    as half a correct ranking (the Mann-Whitney convention, as sklearn). Ours rather than sklearn's:
+    importing sklearn took 1.7 s of a 2.5 s `circuits find` on tiny-ioi.
+    """
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_labels.size - 1]
+    tps = np.cumsum(sorted_labels)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    return fps, tps
+
+
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     if labels.min() == labels.max():
         return None
-    from sklearn.metrics import roc_auc_score  # imported here: sklearn takes ~2 s to import
-
-    return float(roc_auc_score(labels, scores))
+    fps, tps = _roc(labels.astype(np.int64), scores.astype(np.float64))
+    fps, tps = np.r_[0, fps], np.r_[0, tps]  # from the origin
+    area = float(np.sum(np.diff(fps) * (tps[1:] + tps[:-1]))) / 2  # trapezoids
+    return area / float(tps[-1] * fps[-1])
 
 
 def evaluate_heads(node_scores: torch.Tensor, selected: set[Head] | frozenset[Head],
@@ -87,7 +103,10 @@ def roc_curve_points(node_scores: torch.Tensor, truth: GroundTruth) -> dict[str,
     labels = head_labels(truth, n_layers, n_heads)
     if labels.min() == labels.max():
         return None
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, node_scores.reshape(-1).double().numpy())
-    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    fps, tps = _roc(labels.astype(np.int64), node_scores.reshape(-1).double().numpy())
+    # only the corners: a point on the straight line between its neighbours adds nothing to a plot
+    if fps.size > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps = fps[keep], tps[keep]
+    fps, tps = np.r_[0, fps], np.r_[0, tps]  # from the origin
+    return {"fpr": (fps / fps[-1]).tolist(), "tpr": (tps / tps[-1]).tolist()}
