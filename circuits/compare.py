@@ -93,7 +93,7 @@ def _method_seeds(method: str, seeds: list[int], config: CompareConfig) -> list[
     """Every seed for a stochastic method (stochastic baselines: the first `baseline_seeds`), else one."""
     if not (get_method(method).stochastic or config.vary_prompts):
         return seeds[:1]
-    if method != "sae" and not method.startswith("sae-") and config.baseline_seeds is not None:
+    if get_method(method).baseline and config.baseline_seeds is not None:
         return seeds[:config.baseline_seeds]
     return seeds
 

@@ -352,3 +352,18 @@ def test_compare_command_takes_mib_options_and_writes_both_plots(ioi_model_dir, 
     assert (out / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_cli("compare", "--task", "ioi", "--model", str(ioi_model_dir), "--mib-prompts", "-1")
     assert bad.exit_code == 2 and "--mib-prompts" in bad.output
+
+
+def test_baseline_seeds_spare_every_sae_method() -> None:
+    """--baseline-seeds cuts the baselines' seeds only: every discrete-SAE method (variants included,
+    whatever its name) is flagged as not a baseline in the registry."""
+    from circuits.compare import _method_seeds
+    from circuits.methods.registry import REGISTRY
+
+    config = CompareConfig(seeds=3, baseline_seeds=1)
+    seeds = [0, 1, 2]
+    for key, method in REGISTRY.items():
+        expected = [0] if method.baseline or not method.stochastic else seeds
+        assert _method_seeds(key, seeds, config) == expected, key
+    assert {k for k, m in REGISTRY.items() if not m.baseline} == {
+        "sae", "sae-effect", "sae-pair", "sae-effect-pair", "sae-verify"}

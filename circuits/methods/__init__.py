@@ -74,16 +74,18 @@ def _baseline(key: str) -> Callable[[MethodInput], MethodRun]:
     return lambda inp: run_registered_baseline(key, inp)
 
 
-register(Method("sae", "discrete SAE", run_sae, stochastic=True))
+register(Method("sae", "discrete SAE", run_sae, stochastic=True, baseline=False))
 register(Method("patching-mean", "patching (mean)", _baseline("patching-mean"), stochastic=False))
 register(Method("patching-resample", "patching (resample)", _baseline("patching-resample"), stochastic=True))
 register(Method("eap", "EAP", _baseline("eap"), stochastic=False))
 register(Method("acdc", "ACDC", _baseline("acdc"), stochastic=False))
 register_group("patching", ("patching-mean", "patching-resample"))
-register(Method("sae-effect", "discrete SAE (effect codes)", sae_variant(signal="effect"), stochastic=True))
-register(Method("sae-pair", "discrete SAE (pair score)", sae_variant(score="pair"), stochastic=True))
+register(Method("sae-effect", "discrete SAE (effect codes)", sae_variant(signal="effect"), stochastic=True,
+                baseline=False))
+register(Method("sae-pair", "discrete SAE (pair score)", sae_variant(score="pair"), stochastic=True,
+                baseline=False))
 register(Method("sae-effect-pair", "discrete SAE (effect codes, pair score)",
-                sae_variant(signal="effect", score="pair"), stochastic=True))
+                sae_variant(signal="effect", score="pair"), stochastic=True, baseline=False))
 register(Method("sae-verify", "discrete SAE (verified top 24)", sae_variant(verify=24, verify_prompts=10),
-                stochastic=True))
+                stochastic=True, baseline=False))
 register_group("sae-variants", ("sae-effect", "sae-pair", "sae-effect-pair", "sae-verify"))

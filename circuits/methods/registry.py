@@ -49,6 +49,7 @@ class Method:
     label: str
     run: Callable[[MethodInput], MethodRun]
     stochastic: bool  # whether the seed changes the result (then compare runs every seed)
+    baseline: bool = True  # False for the discrete-SAE method and its variants (--baseline-seeds skips them)
 
 
 REGISTRY: dict[str, Method] = {}
