@@ -8,6 +8,7 @@ here silence gets its own code (d_sae), so the two stay distinguishable.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -118,6 +119,9 @@ def streamed_codes(model: HookedTransformer, tokens: torch.Tensor, sae: SAE, con
     for hook "result" read as z and encoded through `folded_encoders`."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     per_head = config.sae == "per-head"
+    device = model.blocks[0].attn.W_O.device  # the hooks run here; the SAE was fit where acts_train is
+    if sae.W_enc.device != device:
+        sae = copy.deepcopy(sae).to(device)
     # per-head: each layer's hook encodes with that layer's groups only
     coders = [sae.select_groups(l * n_heads, (l + 1) * n_heads) if per_head else sae for l in range(n_layers)]
     fold = stream is None and config.hook == "result"
