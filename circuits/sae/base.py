@@ -218,7 +218,11 @@ class SAE(nn.Module):
         """
         if not self.cfg.apply_b_dec_to_input:
             return self.b_enc
-        return self.b_enc - torch.bmm(self.b_dec[:, None, :], self.W_enc)[:, 0]
+        return self.b_enc - self._b_dec_encoded()
+
+    def _b_dec_encoded(self) -> Tensor:
+        """[g, d_sae]: b_dec W_enc, what subtracting b_dec from the input takes off every pre-activation."""
+        return torch.bmm(self.b_dec[:, None, :], self.W_enc)[:, 0]
 
     # ---- encoding from a projection of the input -------------------------------------------------------
     def input_projection(self) -> Tensor:

@@ -50,7 +50,7 @@ class GatedSAE(SAE):
     def encode_projected(self, xw: Tensor) -> Tensor:
         """x̃ W_gate = (s x − b_dec) W_gate = xw − b_dec W_gate; both paths read it."""
         if self.cfg.apply_b_dec_to_input:
-            xw = xw - torch.bmm(self.b_dec[:, None, :], self.W_enc)
+            xw = xw - self._b_dec_encoded()[:, None, :]
         return self._gate(*self._paths_from(xw))
 
     def activate(self, pre: Tensor) -> Tensor:  # pragma: no cover - the gate needs both paths
