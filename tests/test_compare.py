@@ -16,10 +16,11 @@ from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.cli.compare import compare
 from circuits.cli.evaluate import evaluate
 from circuits.cli.find import find
-from circuits.compare import CompareConfig, compare_methods, parse_methods, write_roc_plot
+from circuits.compare import CompareConfig, _method_seeds, compare_methods, parse_methods, write_roc_plot
 from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError
 from circuits.evaluation.faithfulness import circuit_vs_random, random_masks
+from circuits.methods.registry import REGISTRY
 from circuits.models import LoadedModel, save_checkpoint
 from tasks import get_task
 from tasks.base import GroundTruth
@@ -357,9 +358,6 @@ def test_compare_command_takes_mib_options_and_writes_both_plots(ioi_model_dir, 
 def test_baseline_seeds_spare_every_sae_method() -> None:
     """--baseline-seeds cuts the baselines' seeds only: every discrete-SAE method (variants included,
     whatever its name) is flagged as not a baseline in the registry."""
-    from circuits.compare import _method_seeds
-    from circuits.methods.registry import REGISTRY
-
     config = CompareConfig(seeds=3, baseline_seeds=1)
     seeds = [0, 1, 2]
     for key, method in REGISTRY.items():
