@@ -3,7 +3,8 @@ baselines, each `run(MethodInput) -> MethodRun`; `run_baseline(name, ...)` runs 
 
 Baselines (all our own code: auto-circuit does not import with transformer-lens 3.x):
 - "patching-mean", "patching-resample": activation patching per head (patching.py);
-- "eap": Edge Attribution Patching, node and head->head edge scores (eap.py);
+- "eap": Edge Attribution Patching, node, head->head and residual-stream-graph edge scores (eap.py);
+- "eap-ig": EAP-IG (MIB's EAP-IG-inputs, m = 5 interpolation steps), the same scores (eap_ig.py);
 - "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py).
 
 Variants of the discrete-SAE method (`circuits find` options; group "sae-variants"): "sae-effect" (codes of
@@ -21,15 +22,17 @@ from circuits.errors import CircuitsError
 from circuits.methods.acdc import acdc
 from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
 from circuits.methods.eap import edge_attribution_patching
+from circuits.methods.eap_ig import eap_ig
 from circuits.methods.patching import activation_patching
 from circuits.methods.registry import Method, MethodInput, MethodRun, register, register_group
 from circuits.methods.sae import run_sae, sae_variant
 from tasks.base import PromptSet, Task
 
-BASELINES = ("patching-mean", "patching-resample", "eap", "acdc")
+BASELINES = ("patching-mean", "patching-resample", "eap", "eap-ig", "acdc")
 
 __all__ = ["BASELINES", "BaselineResult", "DEFAULT_SELECTION", "SELECTION_NOTE", "acdc",
-           "activation_patching", "edge_attribution_patching", "run_baseline", "run_registered_baseline"]
+           "activation_patching", "eap_ig", "edge_attribution_patching", "run_baseline",
+           "run_registered_baseline"]
 
 
 def run_baseline(name: str, model: HookedTransformer, task: Task, prompts: PromptSet, seed: int = 0,
@@ -41,6 +44,8 @@ def run_baseline(name: str, model: HookedTransformer, task: Task, prompts: Promp
         return activation_patching(model, task, prompts, "resample", seed, selection, **options)
     if name == "eap":
         return edge_attribution_patching(model, task, prompts, selection=selection, **options)
+    if name == "eap-ig":
+        return eap_ig(model, task, prompts, selection=selection, **options)
     if name == "acdc":
         return acdc(model, task, prompts, selection=selection, **options)
     raise CircuitsError(f"unknown baseline '{name}' (known: {', '.join(BASELINES)})")
@@ -60,7 +65,12 @@ def run_registered_baseline(name: str, inp: MethodInput) -> MethodRun:
         int(options.get("patching_prompts", 0)) if name.startswith("patching") else 0)
     if first:
         score_set = score_set.subset(slice(0, min(len(score_set), first)))
-    options = {"distance": options["distance"]} if name == "acdc" and "distance" in options else {}
+    if name == "acdc":
+        options = {"distance": options["distance"]} if "distance" in options else {}
+    elif name == "eap-ig":
+        options = {"ig_steps": int(options["ig_steps"])} if "ig_steps" in options else {}
+    else:
+        options = {}
     result = run_baseline(name, inp.loaded.model, inp.task, score_set, seed=inp.seed,
                           selection=find.selection, **options)
     unit = len(score_set) / find.n_score  # passes over this method's prompts -> passes over n_score prompts
@@ -78,6 +88,7 @@ register(Method("sae", "discrete SAE", run_sae, stochastic=True, baseline=False)
 register(Method("patching-mean", "patching (mean)", _baseline("patching-mean"), stochastic=False))
 register(Method("patching-resample", "patching (resample)", _baseline("patching-resample"), stochastic=True))
 register(Method("eap", "EAP", _baseline("eap"), stochastic=False))
+register(Method("eap-ig", "EAP-IG (inputs, m=5)", _baseline("eap-ig"), stochastic=False))
 register(Method("acdc", "ACDC", _baseline("acdc"), stochastic=False))
 register_group("patching", ("patching-mean", "patching-resample"))
 register(Method("sae-effect", "discrete SAE (effect codes)", sae_variant(signal="effect"), stochastic=True,

@@ -53,6 +53,11 @@ class BaselineResult:
     seconds: float
     stochastic: bool  # whether the seed changes the scores (prompts fixed)
     details: dict[str, Any] = field(default_factory=dict)
+    # every edge of the residual-stream graph (`circuits.edges.graph.ComputeGraph`), for methods that score
+    # them: [sender, receiver], higher = more important, and the signed scores (MIB's CPR ranks by sign).
+    # Too big for result JSON: `to_json` leaves them out.
+    graph_edge_scores: torch.Tensor | None = None
+    signed_graph_edge_scores: torch.Tensor | None = None
 
     def to_json(self) -> dict[str, Any]:
         n_layers, n_heads = self.node_scores.shape
