@@ -13,6 +13,11 @@ Every method's node ranking is also scored without any ground truth, by MIB's CP
 prompts, a random ranking as the floor), and the methods' rankings are compared with each other (Spearman
 rank correlation of their first run's node scores). So a model without a ground truth is compared too; with
 one, node AUC is reported against it and, when the model ships one, against its resample-ablation circuit.
+
+Whenever a discrete-SAE method is compared, its null model `actdiff` (each head's mean-output distance between
+positives and negatives, no SAE) is compared too (`parse_methods`), so every table shows what the
+discretisation adds. Every run's scores are kept (`circuits.rankings`: rankings.npz beside compare.json), so
+they can be scored again without rerunning the methods.
 """
 
 from __future__ import annotations
@@ -31,18 +36,29 @@ from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, r
 from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores
 from circuits.methods import SELECTION_NOTE
 from circuits.methods.registry import MethodInput, expand, get_method
+from circuits.methods.sae import sae_overrides
 from circuits.models import LoadedModel
 from circuits.models.gguf import alternative_truths
 from circuits.progress import Progress
+from circuits.rankings import RANKINGS_FILE, Rankings
 from circuits.stats import STD_NOTE, mean_std
 from tasks.base import GroundTruth, Task
 
 DEFAULT_METHODS = "sae,patching,eap,acdc"
+NULL_MODEL = "actdiff"  # the discrete-SAE method's null model: what its codes discretise, without an SAE
 
 
-def parse_methods(spec: str) -> list[str]:
-    """'sae,patching,eap' -> ['sae', 'patching-mean', 'patching-resample', 'eap'] (order kept)."""
-    return expand(spec)
+def parse_methods(spec: str, null_model: bool = True) -> list[str]:
+    """'sae,patching,eap' -> ['sae', 'actdiff', 'patching-mean', 'patching-resample', 'eap'] (order kept).
+
+    With `null_model`, `actdiff` goes right after the first discrete-SAE method (sae or a variant) unless it
+    is named already, so the paper's method is always shown beside what it discretises."""
+    methods = expand(spec)
+    if null_model and NULL_MODEL not in methods:
+        sae = [i for i, m in enumerate(methods) if sae_overrides(get_method(m)) is not None]
+        if sae:
+            methods.insert(sae[0] + 1, NULL_MODEL)
+    return methods
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,9 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
                "patching_prompts": config.patching_prompts}
     run = get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed, options=options))
     return {"node_scores": run.node_scores, "selected": run.selected, "edge_scores": run.edge_scores,
-            "seconds": run.seconds, "forward": run.forward, "backward": run.backward, "details": run.details}
+            "seconds": run.seconds, "forward": run.forward, "backward": run.backward, "details": run.details,
+            "graph_edge_scores": run.graph_edge_scores,
+            "signed_graph_edge_scores": run.signed_graph_edge_scores}
 
 
 def _method_seeds(method: str, seeds: list[int], config: CompareConfig) -> list[int]:
@@ -109,6 +127,14 @@ def _summary(values: list[float | None]) -> dict[str, Any] | None:
 def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Run every method for every seed and score them identically -> one JSON-ready object."""
+    return compare_with_rankings(task, loaded, config, progress)[0]
+
+
+def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig,
+                          progress: Progress | None = None) -> tuple[dict[str, Any], Rankings]:
+    """`compare_methods`, and every run's scores (for rankings.npz: too large for the JSON report)."""
+    from circuits.edges.graph import ComputeGraph
+
     config.validate()
     truth, note = ground_truth_for(task, loaded)
     truths: dict[str, GroundTruth] = {} if truth is None else {"mean": truth}
@@ -119,6 +145,13 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
     methods: dict[str, Any] = {}
     curves: dict[str, dict[str, list[float]] | None] = {}
     rankings: dict[str, Any] = {}  # "method#seed" -> node scores [layer, head]
+    kept = Rankings(meta={
+        "task": task.name, "model": loaded.name, "n_layers": L, "n_heads": H,
+        "graph": ComputeGraph.of(loaded.model).describe(),
+        "labels": {m: get_method(m).label for m in config.methods},
+        "prompts": {"seed": config.find.seed, "n_train": config.find.n_train, "n_score": config.find.n_score,
+                    "vary_prompts": config.vary_prompts},
+        "selection": config.selection, "mib_prompts": config.mib_prompts})
     for m in config.methods:
         runs = []
         method_seeds = _method_seeds(m, seeds, config)
@@ -127,6 +160,8 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
                 progress(m, i, len(method_seeds))
             run = _one_run(m, task, loaded, config, seed)
             rankings[f"{m}#{seed}"] = run["node_scores"]
+            kept.add(f"{m}#{seed}", run["node_scores"], run["graph_edge_scores"],
+                     run["signed_graph_edge_scores"])
             ev: dict[str, Any] = {}
             if truth is not None:
                 ev = evaluate_heads(run["node_scores"], run["selected"], truth)
@@ -161,7 +196,7 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
             "runs": runs,
         }
     mib = _mib(task, loaded, config, rankings, methods)
-    return {
+    report = {
         "task": task.name,
         "model": loaded.name,
         "n_layers": L,
@@ -193,9 +228,13 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
             "agreement": "Spearman rank correlation between methods' node scores (each method's first run)",
             "node_roc_auc_resample": "node ROC AUC against the circuit found under resample ablation "
                                      "(shipped beside the mean-ablation ground truth)",
+            "actdiff": "activation difference, the discrete-SAE method's null model: per head, the L2 "
+                       "distance between its mean output over the positives and over the negatives (the SAE "
+                       "method's hook and pooling, no SAE); added beside every SAE method",
             **DEFINITIONS,
         },
     }
+    return report, kept
 
 
 def _mib(task: Task, loaded: LoadedModel, config: CompareConfig, rankings: dict[str, Any],
@@ -241,7 +280,7 @@ def _seed_note(config: CompareConfig) -> str:
     else:
         note = (f"prompts drawn once with seed {config.find.seed}; the stochastic methods (sae: SAE "
                 "initialisation, patching-resample: resample draws) run once per seed, the deterministic "
-                "ones (patching-mean, eap, acdc) once")
+                "ones (patching-mean, eap, acdc, actdiff) once")
     return f"{note}; {STD_NOTE}"
 
 
@@ -254,15 +293,20 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    """roc.png, faithfulness.png (when CPR/CMD were computed) and compare.json into out_dir, each atomically;
-    the JSON, written last, lists the files under "files"."""
+OUTPUT_FILES = ("compare.json", "roc.png", "faithfulness.png", RANKINGS_FILE)  # what write_outputs may write
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path, rankings: Rankings | None = None) -> dict[str, str]:
+    """roc.png, faithfulness.png (when CPR/CMD were computed), rankings.npz (when `rankings` are given) and
+    compare.json into out_dir, each atomically; the JSON, written last, lists the files under "files"."""
     import json
 
     from circuits.atomic import atomic_write_text
 
     files = {"roc_plot": str(write_roc_plot(report, out_dir / "roc.png")),
              "json": str(out_dir / "compare.json")}
+    if rankings is not None:
+        files["rankings"] = str(rankings.save(out_dir / RANKINGS_FILE))
     faith_plot = write_faithfulness_plot(report, out_dir / "faithfulness.png")
     if faith_plot is not None:
         files["faithfulness_plot"] = str(faith_plot)

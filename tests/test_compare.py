@@ -59,8 +59,8 @@ def ioi_model_dir(tmp_path_factory) -> Path:
 
 
 def test_parse_methods_expands_groups_and_rejects_unknown():
-    assert parse_methods("sae, patching,eap,acdc") == ["sae", "patching-mean", "patching-resample", "eap",
-                                                       "acdc"]
+    assert parse_methods("sae, patching,eap,acdc") == ["sae", "actdiff", "patching-mean", "patching-resample",
+                                                       "eap", "acdc"]  # actdiff: the SAE's null model
     assert parse_methods("eap,eap,patching-mean") == ["eap", "patching-mean"]
     with pytest.raises(CircuitsError, match="unknown method 'hisp'"):
         parse_methods("sae,hisp")
@@ -74,7 +74,7 @@ def test_compare_scores_every_method_on_the_same_ground_truth(planted):
                            acdc_prompts=12, selection="positive", vary_prompts=True)
     seen: list[tuple[str, int]] = []
     report = compare_methods(task, loaded, config, progress=lambda m, i, n: seen.append((m, i)))
-    assert list(report["methods"]) == ["sae", "patching-mean", "patching-resample", "eap", "acdc"]
+    assert list(report["methods"]) == ["sae", "actdiff", "patching-mean", "patching-resample", "eap", "acdc"]
     assert report["seeds"] == [0, 1] and ("acdc", 2) in seen
     for name, m in report["methods"].items():
         assert m["node_roc_auc"]["mean"] == 1.0, name  # planted heads are the only ones that act
@@ -172,7 +172,7 @@ def test_compare_command_prints_json_and_writes_plot(ioi_model_dir, tmp_path):
                   "sae,eap,patching-mean", "--seeds", "1", "--n-score", "16", "--json", "--out", str(out))
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
-    assert set(payload["methods"]) == {"sae", "eap", "patching-mean"}
+    assert set(payload["methods"]) == {"sae", "actdiff", "eap", "patching-mean"}
     assert payload["ground_truth"]["source"] == "planted"
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "compare.json").read_text())["task"] == "ioi"

@@ -29,7 +29,9 @@ def compare(
     model: str = typer.Option("", "--model", "-m", help="default: the task's bundled model tiny-<task>"),
     methods: str = typer.Option("sae,patching,eap,acdc",
                                 help="comma list of sae, patching (= patching-mean + patching-resample), "
-                                     "patching-mean, patching-resample, eap, acdc"),
+                                     "patching-mean, patching-resample, eap, acdc, actdiff, sae-variants "
+                                     "(see `circuits find --method`); actdiff (activation difference, the "
+                                     "SAE method's null model) is added right after sae or any SAE variant"),
     seeds: int = typer.Option(3, help="seeds for the stochastic methods (sae, patching-resample)"),
     vary_prompts: bool = typer.Option(
         False, help="each seed also draws new prompts, and every method runs for every seed"),
@@ -47,7 +49,9 @@ def compare(
     mib_random: int = typer.Option(3, help="random rankings averaged into the CPR/CMD floor"),
     selection: str = typer.Option("otsu",
                                   help="label-free rule on each method's scores: otsu | positive | top:K"),
-    out: Path | None = typer.Option(None, help="directory for compare.json, roc.png and faithfulness.png"),
+    out: Path | None = typer.Option(None, help="directory for compare.json, roc.png, faithfulness.png and "
+                                               "rankings.npz (every run's node and edge scores, for "
+                                               "`circuits evaluate --rankings`)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="replace existing output files (atomically); default: refuse"),
@@ -55,7 +59,14 @@ def compare(
                                                       "available"),
 ) -> None:
     """Compare the discrete-SAE method with activation patching, EAP and ACDC on one model."""
-    from circuits.compare import CompareConfig, compare_methods, parse_methods, write_outputs
+    from circuits.compare import (
+        NULL_MODEL,
+        OUTPUT_FILES,
+        CompareConfig,
+        compare_with_rankings,
+        parse_methods,
+        write_outputs,
+    )
     from circuits.discovery.memory import ModelSizes, check_memory, estimate_baseline_bytes
     from circuits.discovery.pipeline import ground_truth_for
     from circuits.discovery.selection import check_rule
@@ -72,14 +83,14 @@ def compare(
     task_obj = get_task(task)
     out_dir = check_writable_dir(out) if out is not None else None
     if out_dir is not None:
-        claim_outputs([out_dir / name for name in ("compare.json", "roc.png", "faithfulness.png")], overwrite)
+        claim_outputs([out_dir / name for name in OUTPUT_FILES], overwrite)
     loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
     check_rule(selection, loaded.n_layers * loaded.n_heads)
     truth, _ = ground_truth_for(task_obj, loaded)  # without one, compare reports CPR/CMD and agreement
     if truth is not None:  # a ground truth naming heads the model lacks fails now, not after the run
         truth.validate(loaded.n_layers, loaded.n_heads)
     sizes = ModelSizes.of(loaded, int(task_obj.prompts(loaded.tokenizer, 4, seed).positive.shape[1]))
-    baselines = [m for m in config.methods if m != "sae"]
+    baselines = [m for m in config.methods if m not in ("sae", NULL_MODEL)]  # actdiff: one forward, no cache
     extra = estimate_baseline_bytes(min(n_score, acdc_prompts) if baselines == ["acdc"] else n_score, sizes
                                     ) if baselines else 0
     check_memory(config.find, sizes, force, extra, what=f"compare with --n-score {n_score}")
@@ -89,9 +100,11 @@ def compare(
         def report(method: str, done: int, total: int) -> None:
             bar.update(ids[method], completed=done, total=total)
 
-        result = compare_methods(task_obj, loaded, config, progress=report)
+        result, rankings = compare_with_rankings(task_obj, loaded, config, progress=report)
+    spec = model or f"tiny-{task_obj.name}"  # how `evaluate --rankings` loads the model again
+    rankings.meta["model_spec"] = str(Path(spec).resolve()) if Path(spec).is_dir() else spec
     if out_dir is not None:
-        write_outputs(result, out_dir)
+        write_outputs(result, out_dir, rankings)
     if as_json:
         print_json(result)
     else:

@@ -1,4 +1,8 @@
-"""`circuits evaluate RUN_DIR`: faithfulness of a found circuit next to random circuits of the same size."""
+"""`circuits evaluate RUN_DIR`: faithfulness of a found circuit next to random circuits of the same size.
+
+`circuits evaluate --rankings DIR/rankings.npz [--key eap#0]`: scores saved rankings of `circuits compare`
+again (circuits.rankings): node ROC AUC against the ground truth, MIB's node CPR / CMD, and (once it exists)
+edge-level CPR / CMD, without rerunning the methods."""
 
 from __future__ import annotations
 
@@ -37,30 +41,62 @@ def load_run(path: Path) -> dict[str, Any]:
     return data
 
 
+N_RANDOM = {"circuit": 20, "rankings": 3}  # --n-random's default per mode (rankings: compare's floor)
+MIB_PROMPTS = 50  # --n-prompts with --rankings when the file does not say how many compare used
+
+
 @user_errors
 def evaluate(
-    run: Path = typer.Argument(..., help="a `circuits find --out DIR` directory or its result.json"),
+    run: Path | None = typer.Argument(None, help="a `circuits find --out DIR` directory or its result.json "
+                                                 "(or give --rankings instead)"),
+    rankings: Path | None = typer.Option(None, "--rankings",
+                                         help="score saved rankings instead: DIR/rankings.npz of `circuits "
+                                              "compare --out DIR` (node ROC AUC, MIB CPR / CMD)"),
+    key: str | None = typer.Option(None, "--key", help="with --rankings: the run(s) to score, e.g. eap#0 or "
+                                                       "sae#0,actdiff#0; default: every run in the file"),
+    task: str | None = typer.Option(None, "--task", "-t", help="with --rankings: override the saved task"),
     ablation: str = typer.Option("mean",
-                                 help="how heads outside the circuit are ablated: mean | resample | zero"),
-    n_prompts: int = typer.Option(100, help="positive/negative prompt pairs to measure on"),
-    n_random: int = typer.Option(20, help="random circuits of the same size to compare with"),
+                                 help="how heads outside the circuit are ablated: mean | resample | zero "
+                                      "(a circuit only; --rankings uses MIB's counterfactual and mean)"),
+    n_prompts: int | None = typer.Option(None, help="positive/negative prompt pairs to measure on (default "
+                                                   "100); with --rankings, the first N scoring prompts of "
+                                                   "the saved draw (default: as many as compare used)"),
+    n_random: int | None = typer.Option(None, help="random circuits of the same size to compare with "
+                                                   "(default 20); with --rankings, random rankings behind "
+                                                   "the CPR / CMD floor (default 3)"),
     seed: int | None = typer.Option(None, help="prompt and random-draw seed (default: the run's seed)"),
     model: str | None = typer.Option(None, "--model", "-m", help="override the run's model"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
-    """Faithfulness of a found circuit, next to random circuits of the same size."""
+    """Faithfulness of a found circuit next to random circuits of the same size, or (--rankings) the
+    saved rankings of `circuits compare` scored again."""
     from circuits.evaluation.faithfulness import circuit_vs_random
     from circuits.models import load_model
     from tasks import get_task
 
     if ablation not in ABLATIONS:
         raise CircuitsError(f"unknown ablation '{ablation}' (known: {', '.join(ABLATIONS)})")
-    if n_prompts < 1:
+    if n_prompts is not None and n_prompts < 1:
         raise CircuitsError(f"--n-prompts must be positive, got {n_prompts}")
-    if n_random < 0:
+    if n_random is not None and n_random < 0:
         raise CircuitsError(f"--n-random must be zero or more, got {n_random}")
     if seed is not None and seed < 0:
         raise CircuitsError(f"--seed must be zero or more, got {seed}")
+    if rankings is not None:
+        if run is not None:
+            raise CircuitsError("give a RUN or --rankings, not both")
+        if ablation != "mean":
+            raise CircuitsError("--ablation applies to a circuit; --rankings measures MIB's counterfactual "
+                                "and mean ablations")
+        _evaluate_rankings(rankings, key, task, model, n_prompts,
+                           N_RANDOM["rankings"] if n_random is None else n_random, seed, as_json)
+        return
+    if run is None:
+        raise CircuitsError("give a RUN (a `circuits find --out DIR` directory) or --rankings FILE")
+    if key is not None or task is not None:
+        raise CircuitsError("--key and --task go with --rankings")
+    n_random = N_RANDOM["circuit"] if n_random is None else n_random
+    n_prompts = 100 if n_prompts is None else n_prompts
     data = load_run(run)
     run_seed = int((data.get("config") or {}).get("seed", 0))
     seed = run_seed if seed is None else seed
@@ -82,6 +118,58 @@ def evaluate(
         print_json(payload)
     else:
         _render_evaluate(payload)
+
+
+def _evaluate_rankings(path: Path, key: str | None, task: str | None, model: str | None,
+                       n_prompts: int | None, n_random: int, seed: int | None, as_json: bool) -> None:
+    """`evaluate --rankings`: load, check (before the model loads where it can), score, render."""
+    from circuits.models import load_model
+    from circuits.rankings import check_shapes, load_rankings, score_rankings
+    from tasks import get_task
+
+    saved = load_rankings(path)
+    keys = saved.resolve(key)
+    task_obj = get_task(task or str(saved.meta["task"]))
+    prompt_seed = int((saved.meta.get("prompts") or {}).get("seed", 0))
+    if n_prompts is None:  # compare's CPR / CMD prompts (0 there: it computed none; then its default)
+        n_prompts = int(saved.meta.get("mib_prompts") or 0) or MIB_PROMPTS
+    spec = model or str(saved.meta.get("model_spec") or saved.meta["model"])
+    loaded = load_model(spec, task_obj, prompt_seed)
+    check_shapes(saved, keys, loaded.model)
+    with progress_display() as bar:
+        bar.add_task("scoring rankings", total=None)
+        payload = score_rankings(task_obj, loaded, saved, keys, n_prompts, n_random, seed)
+    if as_json:
+        print_json(payload)
+    else:
+        _render_rankings(payload)
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _render_rankings(p: dict[str, Any]) -> None:
+    truth = p["ground_truth"]
+    gt = (f"ground truth {truth['n_heads']} heads ({truth['source']})" if truth else
+          f"no ground truth ({p['ground_truth_note']})")
+    table = Table(title=f"saved rankings, {p['task']} on {p['model']}: {gt}; CPR / CMD on {p['n_prompts']} "
+                        f"prompts")
+    for col in ("run", "node AUC", "prec.", "recall", "CPR cf", "CMD cf", "CPR mean", "CMD mean", "edge"):
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
+    for key, r in p["results"].items():
+        edge = "scores kept" if r["has_edge_scores"] else "—"
+        table.add_row(key, _cell(r.get("node_roc_auc")), _cell(r.get("precision")), _cell(r.get("recall")),
+                      *(_cell(r.get(f"{k}_{i}")) for i in ("counterfactual", "mean") for k in ("cpr", "cmd")),
+                      edge if r["edge"] is None else "see --json")
+    if p["random"]:
+        floor = [_cell(p["random"].get(i, {}).get(k)) for i in ("counterfactual", "mean")
+                 for k in ("cpr", "cmd")]
+        table.add_row("random ranking", "", "", "", *floor, "")
+    results.print(table)
+    results.print(f"precision / recall: the saved selection rule ({p['selection']}); {p['edge_note']}",
+                  highlight=False)
+    results.print(p["definition"], highlight=False)
 
 
 def _render_evaluate(p: dict[str, Any]) -> None:

@@ -5,7 +5,9 @@ Baselines (all our own code: auto-circuit does not import with transformer-lens 
 - "patching-mean", "patching-resample": activation patching per head (patching.py);
 - "eap": Edge Attribution Patching, node, head->head and residual-stream-graph edge scores (eap.py);
 - "eap-ig": EAP-IG (MIB's EAP-IG-inputs, m = 5 interpolation steps), the same scores (eap_ig.py);
-- "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py).
+- "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py);
+- "actdiff": the discrete-SAE method's null model, each head's mean-output distance between positives and
+  negatives at the SAE's hook and pooling (actdiff.py); `compare` adds it beside every SAE method.
 
 Variants of the discrete-SAE method (`circuits find` options; group "sae-variants"): "sae-effect" (codes of
 each head's effect, output x metric gradient), "sae-pair" (pair score), "sae-effect-pair" (both),
@@ -20,6 +22,7 @@ from typing import Any
 from circuits._compat import HookedTransformer
 from circuits.errors import CircuitsError
 from circuits.methods.acdc import acdc
+from circuits.methods.actdiff import activation_difference, run_actdiff
 from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
 from circuits.methods.eap import edge_attribution_patching
 from circuits.methods.eap_ig import eap_ig
@@ -31,8 +34,8 @@ from tasks.base import PromptSet, Task
 BASELINES = ("patching-mean", "patching-resample", "eap", "eap-ig", "acdc")
 
 __all__ = ["BASELINES", "BaselineResult", "DEFAULT_SELECTION", "SELECTION_NOTE", "acdc",
-           "activation_patching", "eap_ig", "edge_attribution_patching", "run_baseline",
-           "run_registered_baseline"]
+           "activation_difference", "activation_patching", "eap_ig", "edge_attribution_patching",
+           "run_baseline", "run_registered_baseline"]
 
 
 def run_baseline(name: str, model: HookedTransformer, task: Task, prompts: PromptSet, seed: int = 0,
@@ -77,7 +80,9 @@ def run_registered_baseline(name: str, inp: MethodInput) -> MethodRun:
     details = {k: v for k, v in result.details.items() if not k.startswith("signed")}
     return MethodRun(node_scores=result.node_scores, selected=result.selected, edge_scores=result.edge_scores,
                      seconds=result.seconds, forward=result.n_forward * unit,
-                     backward=result.n_backward * unit, details=details)
+                     backward=result.n_backward * unit, details=details,
+                     graph_edge_scores=getattr(result, "graph_edge_scores", None),
+                     signed_graph_edge_scores=getattr(result, "signed_graph_edge_scores", None))
 
 
 def _baseline(key: str) -> Callable[[MethodInput], MethodRun]:
@@ -85,6 +90,8 @@ def _baseline(key: str) -> Callable[[MethodInput], MethodRun]:
 
 
 register(Method("sae", "discrete SAE", run_sae, stochastic=True, baseline=False))
+register(Method("actdiff", "activation difference (SAE's null model)", run_actdiff, stochastic=False,
+                baseline=True))
 register(Method("patching-mean", "patching (mean)", _baseline("patching-mean"), stochastic=False))
 register(Method("patching-resample", "patching (resample)", _baseline("patching-resample"), stochastic=True))
 register(Method("eap", "EAP", _baseline("eap"), stochastic=False))

@@ -41,6 +41,11 @@ class MethodRun:
     forward: float
     backward: float
     details: dict[str, Any] = field(default_factory=dict)
+    # [sender, receiver] on `circuits.edges.graph.ComputeGraph.of(model)`, higher = more important (kept in
+    # compare's rankings.npz for edge-level evaluation); signed: the same before any absolute value, for
+    # MIB's CPR, which keeps the edges that push the metric up first.
+    graph_edge_scores: torch.Tensor | None = None
+    signed_graph_edge_scores: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

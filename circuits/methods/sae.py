@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from circuits.methods.registry import MethodInput, MethodRun
+from circuits.methods.registry import Method, MethodInput, MethodRun
 
 
 def run_sae(inp: MethodInput, **overrides: Any) -> MethodRun:
@@ -32,5 +33,16 @@ def run_sae(inp: MethodInput, **overrides: Any) -> MethodRun:
 
 
 def sae_variant(**overrides: Any) -> Callable[[MethodInput], MethodRun]:
-    """run_sae with these FindConfig fields replaced (e.g. signal="effect")."""
-    return lambda inp: run_sae(inp, **overrides)
+    """run_sae with these FindConfig fields replaced (e.g. signal="effect"); a partial, so that
+    `sae_overrides` can read them back."""
+    return partial(run_sae, **overrides)
+
+
+def sae_overrides(method: Method) -> dict[str, Any] | None:
+    """The FindConfig fields a discrete-SAE method sets ({} for "sae"), None for any other method: so
+    `circuits find --method sae-effect` runs the full SAE pipeline with --signal effect."""
+    if method.run is run_sae:
+        return {}
+    if isinstance(method.run, partial) and method.run.func is run_sae:
+        return dict(method.run.keywords)
+    return None
