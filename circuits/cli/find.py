@@ -1,9 +1,13 @@
-"""`circuits find`: parse the options (defaults and help from FindConfig), run the pipeline, render."""
+"""`circuits find`: parse the options (defaults and help from FindConfig), run the pipeline, render.
+
+`--method KEY` finds the circuit with any registered method (circuits.methods.registry) instead of the
+discrete-SAE method: the same table, exports, report and evaluation, so methods are judged alike."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,21 @@ from circuits.cli.common import (
     progress_display,
     user_errors,
 )
-from circuits.discovery.config import FindConfig
+from circuits.discovery.config import FindConfig, default
 from circuits.errors import CircuitsError
 
 STAGES = {"prompts": "building prompts", "activations": "head activations", "sae": "training SAEs",
           "scoring": "scoring heads and edges"}
+# Written out (not read from the registry) so that `find` fails on a bad model before the methods' heavy
+# imports; `resolve_method` checks the key against the registry itself.
+METHOD_HELP = ("circuit-discovery method: sae (the discrete-SAE method), an SAE variant (sae-effect, "
+               "sae-pair, sae-effect-pair, sae-verify) or a baseline (actdiff, patching-mean, "
+               "patching-resample, eap, acdc, ...: an unknown key lists them all); the SAE options (--sae, "
+               "--arch, --k, --d-sae, --l1, --steps, --score, --signal, --verify, --verify-prompts, --seeds) "
+               "apply to sae and its variants only, --hook and --position to those and actdiff")
+SAE_ONLY = ("sae", "arch", "k", "d_sae", "l1", "steps", "score", "signal", "verify", "verify_prompts")
+POOLING = ("hook", "position")  # read by the SAE methods and by their null model, actdiff
+POOLING_METHODS = ("actdiff",)
 
 
 @user_errors
@@ -53,6 +67,7 @@ def find(
     selection: str = config_option(FindConfig, "selection"),
     edges: bool = config_option(FindConfig, "edges"),
     faithfulness: bool = config_option(FindConfig, "faithfulness"),
+    method: str = typer.Option("sae", "--method", help=METHOD_HELP),
     out_dir: Path | None = typer.Option(None, "--out", help="directory for result.json and graph exports"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -69,8 +84,8 @@ def find(
 ) -> None:
     """Find the circuit of TASK in MODEL and compare it with the ground truth."""
     from circuits.discovery.graph import export_graph
-    from circuits.discovery.memory import ModelSizes, check_memory
-    from circuits.discovery.pipeline import find_circuit, ground_truth_for
+    from circuits.discovery.memory import ModelSizes, check_memory, estimate_baseline_bytes
+    from circuits.discovery.pipeline import find_circuit_with, ground_truth_for
     from circuits.discovery.selection import check_rule
     from circuits.models import load_model
     from tasks import get_task
@@ -83,6 +98,10 @@ def find(
     config.validate()
     if n_seeds < 1:
         raise CircuitsError(f"--seeds must be positive, got {n_seeds}")
+    method, overrides = resolve_method(method, options, n_seeds)
+    if overrides:  # an SAE variant: its FindConfig fields
+        config = replace(config, **overrides)
+        config.validate()
     task_obj = get_task(task)
     if not model and task.endswith((".jsonl", ".json")):
         raise CircuitsError("a task file needs --model (a model directory, random:gpt2-small, ...)")
@@ -100,9 +119,13 @@ def find(
         # other prompts than the run's (seed + 1)
         quality = require_solves(loaded, task_obj, QUALITY_PROMPTS, seed=seed + 1)
     seq = int(task_obj.prompts(loaded.tokenizer, 4, seed).positive.shape[1])
-    check_memory(config, ModelSizes.of(loaded, seq), force, what=f"find with --n-score {config.n_score}")
+    sizes = ModelSizes.of(loaded, seq)
+    extra = 0 if overrides is not None or method in POOLING_METHODS else estimate_baseline_bytes(
+        min(config.n_score, _method_options()["acdc_prompts"]) if method == "acdc" else config.n_score, sizes)
+    check_memory(config, sizes, force, extra, what=f"find with --n-score {config.n_score}")
     with progress_display() as bar:
-        ids = {stage: bar.add_task(label, total=None) for stage, label in STAGES.items()}
+        stages = STAGES if overrides is not None else {"method": f"running {method}"}
+        ids = {stage: bar.add_task(label, total=None) for stage, label in stages.items()}
 
         def report(stage: str, done: int, total: int) -> None:
             if stage in ids:
@@ -115,7 +138,11 @@ def find(
             result, stability = find_with_seeds(task_obj, loaded, config, n_seeds, progress=report)
             result.extra["stability"] = stability
         else:
-            result = find_circuit(task_obj, loaded, config, progress=report)
+            result = find_circuit_with(task_obj, loaded, config, method, _method_options(), progress=report)
+    if "method" not in result.extra:  # --seeds ran the pipeline itself
+        from circuits.methods.registry import get_method
+
+        result.extra["method"] = {"key": method, "label": get_method(method).label}
     if quality is not None:
         result.extra["task_quality"] = quality
     if hasattr(task_obj, "summary"):  # task files: pairs used and dropped
@@ -140,6 +167,45 @@ def find(
         print_json(payload)
     else:
         _render(payload)
+
+
+def resolve_method(key: str, options: dict[str, Any], n_seeds: int) -> tuple[str, dict[str, Any] | None]:
+    """(method key, the FindConfig fields an SAE method sets, or None for any other method), checked before
+    the model loads: an unknown key, or an option the method does not read, is one line."""
+    key = key.strip().lower()
+    if key == "sae":
+        return key, {}
+    from circuits.methods.registry import get_method
+    from circuits.methods.sae import sae_overrides
+
+    overrides = sae_overrides(get_method(key))
+    if overrides is not None:
+        for name, value in overrides.items():
+            if name in options and options[name] not in (value, default(FindConfig, name)):
+                raise CircuitsError(f"--{_flag(name)} {options[name]} contradicts --method {key} (which sets "
+                                    f"{_flag(name)} {value})")
+        return key, overrides
+    unused = [name for name in (*SAE_ONLY, *(() if key in POOLING_METHODS else POOLING))
+              if options[name] != default(FindConfig, name)]
+    if n_seeds > 1 or unused:
+        flag = "--seeds" if n_seeds > 1 else f"--{_flag(unused[0])}"
+        owner = "the discrete-SAE method" + (" and actdiff" if unused and unused[0] in POOLING else "")
+        raise CircuitsError(f"{flag} is an option of {owner}; --method {key} does not use it (leave it out, "
+                            f"or use --method sae)")
+    return key, None
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _method_options() -> dict[str, Any]:
+    """What a baseline is given besides the prompts: compare's defaults (ACDC on the first 100 scoring
+    prompts, KL distance), so `find --method M` is compare's run of M."""
+    from circuits.compare import CompareConfig
+
+    return {"acdc_prompts": default(CompareConfig, "acdc_prompts"),
+            "distance": default(CompareConfig, "acdc_distance"), "patching_prompts": 0}
 
 
 def claim_find_outputs(out_dir: Path | None, report_path: Path | None, n_seeds: int, overwrite: bool) -> None:
@@ -167,7 +233,9 @@ def _render(payload: dict[str, Any]) -> None:
     heads = sorted((h for h in payload["heads"] if h["in_circuit"]), key=lambda h: -h["score"])
     ev = payload["evaluation"]
     truth = {tuple(h) for h in ev.get("truth_heads", [])} if ev else None
-    title = (f"circuit for {payload['task']} on {payload['model']}: {len(heads)} of "
+    chosen = payload.get("method") or {}
+    by = f" by {chosen['label']}" if chosen.get("key", "sae") != "sae" and chosen.get("label") else ""
+    title = (f"circuit for {payload['task']} on {payload['model']}{by}: {len(heads)} of "
              f"{len(payload['heads'])} heads")
     out.print(title, highlight=False)
     table = Table()
@@ -193,6 +261,10 @@ def _render(payload: dict[str, Any]) -> None:
                       f"recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}"
                       + (f"  edge ROC AUC {edge:.3f}" if edge is not None else "")
                       + f"  (truth: {ev['n_truth']} heads, {ev['truth_source']})")
+    if "forward_passes" in chosen:
+        edges = "" if chosen.get("edges_scored") else "; this method scores no edges"
+        out.print(f"cost: {chosen['forward_passes']:.3g} forward, {chosen['backward_passes']:.3g} backward "
+                  f"passes over the scoring prompts{edges}", highlight=False)
     if payload.get("faithfulness"):
         kept = payload["faithfulness"]["normalized"]
         out.print(f"faithfulness (mean ablation, normalised): {kept:.3f}")

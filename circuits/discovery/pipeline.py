@@ -1,4 +1,5 @@
-"""The discrete-SAE circuit pipeline in one function: find_circuit(task, model, config)."""
+"""The discrete-SAE circuit pipeline in one function: find_circuit(task, model, config); `find_circuit_with`
+gives any registered method's circuit (circuits.methods) as the same CircuitResult."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import ctypes
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import torch
@@ -29,6 +30,9 @@ from circuits.progress import Progress
 from circuits.sae.distributed import distributed_context
 from circuits.threads import model_work, thread_policy
 from tasks.base import GroundTruth, Head, PromptSet, Task
+
+if TYPE_CHECKING:
+    from circuits.methods.registry import Method
 
 
 @dataclass
@@ -209,27 +213,98 @@ def _find_circuit(task: Task, loaded: LoadedModel, config: FindConfig,
         lap("verify")
 
     in_circuit = select_heads(scores, config.selection)
-    truth, note = ground_truth_for(task, loaded)
-    graph = build_graph(scores, in_circuit, edges, truth.head_set() if truth else None)
-    result = CircuitResult(task=task.name, model=loaded.name, config=config, node_scores=scores,
-                           in_circuit=in_circuit, edge_scores=edges, graph=graph, evaluation=None,
-                           evaluation_note=note, timings=timings)
+    result = _graph_and_evaluation(task, loaded, config, scores, in_circuit, edges if config.edges else None,
+                                   timings)
     if verified is not None:
         result.extra["verify"] = verified
+    lap("graph_and_evaluation")
+
+    if config.faithfulness:
+        _faithfulness(task, loaded, score_set, result)
+        lap("faithfulness")
+    timings["total"] = time.perf_counter() - start
+    return result
+
+
+def _graph_and_evaluation(task: Task, loaded: LoadedModel, config: FindConfig, scores: torch.Tensor,
+                          in_circuit: torch.Tensor, edges: dict[tuple[Head, Head], float] | None,
+                          timings: dict[str, float]) -> CircuitResult:
+    """The CircuitResult of node scores, a selection and edge scores (None: the method scores none), with
+    its graph and its evaluation against the ground truth: one function, so every method is judged alike."""
+    L, H = scores.shape
+    truth, note = ground_truth_for(task, loaded)
+    graph = build_graph(scores, in_circuit, edges or {}, truth.head_set() if truth else None)
+    result = CircuitResult(task=task.name, model=loaded.name, config=config, node_scores=scores,
+                           in_circuit=in_circuit, edge_scores=edges or {}, graph=graph, evaluation=None,
+                           evaluation_note=note, timings=timings)
     if truth is not None:
         evaluation = evaluate_heads(scores, result.circuit, truth)
-        evaluation["edge_roc_auc"] = edge_auc(edges, truth, L, H) if config.edges else None
+        evaluation["edge_roc_auc"] = edge_auc(edges, truth, L, H) if edges is not None else None
         evaluation["definitions"] = DEFINITIONS
         evaluation["roc_curve"] = roc_curve_points(scores, truth)  # for the report's ROC figure
         evaluation["truth_heads"] = [list(h) for h in sorted(truth.head_set())]
         for name, other in alternative_truths(task, loaded).items():  # e.g. the resample-ablation circuit
             evaluation[f"roc_auc_{name}"] = evaluate_heads(scores, result.circuit, other)["roc_auc"]
         result.evaluation = evaluation
-    lap("graph_and_evaluation")
+    return result
 
+
+def _faithfulness(task: Task, loaded: LoadedModel, score_set: PromptSet, result: CircuitResult) -> None:
+    """The circuit's faithfulness by mean ablation, on the first 100 scoring prompts."""
+    faith_set = score_set.subset(slice(0, min(len(score_set), 100)))
+    result.faithfulness = measure_faithfulness(loaded.model, task, faith_set, result.circuit).to_dict()
+
+
+def find_circuit_with(task: Task, loaded: LoadedModel, config: FindConfig, method: str = "sae",
+                      options: dict[str, Any] | None = None, progress: Progress | None = None
+                      ) -> CircuitResult:
+    """The circuit of any registered method (circuits.methods.registry) as a CircuitResult, so one table,
+    export, report and evaluation serve every method.
+
+    A discrete-SAE method (sae or a variant) is `find_circuit` with the variant's FindConfig fields set;
+    any other runs through the registry on the same prompts (seed `config.seed`, `options` to the method),
+    keeps the method's own selection (`config.selection`) and, with `config.edges`, its edge scores."""
+    from circuits.methods.registry import get_method
+    from circuits.methods.sae import sae_overrides
+
+    chosen = get_method(method)
+    overrides = sae_overrides(chosen)
+    if overrides is not None:
+        result = find_circuit(task, loaded, replace(config, **overrides), progress)
+    else:
+        config.validate()
+        with thread_policy(model_work(loaded.model)):
+            result = _circuit_of_method(task, loaded, config, chosen, options or {}, progress)
+    result.extra["method"] = {"key": chosen.key, "label": chosen.label, **result.extra.get("method", {})}
+    return result
+
+
+def _circuit_of_method(task: Task, loaded: LoadedModel, config: FindConfig, method: Method,
+                       options: dict[str, Any], progress: Progress | None) -> CircuitResult:
+    from circuits.methods.registry import MethodInput
+
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    if progress:
+        progress("method", 0, 1)
+    run = method.run(MethodInput(task=task, loaded=loaded, find=config, seed=config.seed, options=options))
+    if progress:
+        progress("method", 1, 1)
+    timings = {"prompts": time.perf_counter() - start - run.seconds, method.key: run.seconds}
+    t0 = time.perf_counter()
+    in_circuit = torch.zeros(tuple(run.node_scores.shape), dtype=torch.bool)
+    for layer, head in run.selected:
+        in_circuit[layer, head] = True
+    edges = dict(run.edge_scores) if config.edges and run.edge_scores is not None else None
+    result = _graph_and_evaluation(task, loaded, config, run.node_scores.detach().float().cpu(), in_circuit,
+                                   edges, timings)
+    result.extra["method"] = {"forward_passes": run.forward, "backward_passes": run.backward,
+                              "edges_scored": run.edge_scores is not None, "details": run.details}
+    timings["graph_and_evaluation"] = time.perf_counter() - t0
     if config.faithfulness:
-        faith_set = score_set.subset(slice(0, min(len(score_set), 100)))
-        result.faithfulness = measure_faithfulness(loaded.model, task, faith_set, result.circuit).to_dict()
-        lap("faithfulness")
+        t0 = time.perf_counter()
+        prompts = task.prompts(loaded.tokenizer, config.n_train + config.n_score, config.seed)
+        _faithfulness(task, loaded, split_prompts(prompts, config.n_train)[1], result)
+        timings["faithfulness"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     return result
