@@ -6,6 +6,8 @@ Baselines (all our own code: auto-circuit does not import with transformer-lens 
 - "eap": Edge Attribution Patching, node, head->head and residual-stream-graph edge scores (eap.py);
 - "eap-ig": EAP-IG (MIB's EAP-IG-inputs, m = 5 interpolation steps), the same scores (eap_ig.py);
 - "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py);
+- "edge-prune": learned hard-concrete edge masks warm-started from EAP-IG, on a training split drawn with
+  another seed (edge_prune.py); "ensemble": mean normalised rank of EAP-IG, edge-prune and EAP (ensemble.py);
 - "actdiff": the discrete-SAE method's null model, each head's mean-output distance between positives and
   negatives at the SAE's hook and pooling (actdiff.py); `compare` adds it beside every SAE method.
 
@@ -26,6 +28,8 @@ from circuits.methods.actdiff import activation_difference, run_actdiff
 from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
 from circuits.methods.eap import edge_attribution_patching
 from circuits.methods.eap_ig import eap_ig
+from circuits.methods.edge_prune import run_edge_prune
+from circuits.methods.ensemble import run_ensemble
 from circuits.methods.patching import activation_patching
 from circuits.methods.registry import Method, MethodInput, MethodRun, register, register_group
 from circuits.methods.sae import run_sae, sae_variant
@@ -97,6 +101,8 @@ register(Method("patching-resample", "patching (resample)", _baseline("patching-
 register(Method("eap", "EAP", _baseline("eap"), stochastic=False))
 register(Method("eap-ig", "EAP-IG (inputs, m=5)", _baseline("eap-ig"), stochastic=False))
 register(Method("acdc", "ACDC", _baseline("acdc"), stochastic=False))
+register(Method("edge-prune", "edge pruning (EAP-IG warm start)", run_edge_prune, stochastic=True))
+register(Method("ensemble", "rank ensemble (EAP-IG, edge-prune, EAP)", run_ensemble, stochastic=True))
 register_group("patching", ("patching-mean", "patching-resample"))
 register(Method("sae-effect", "discrete SAE (effect codes)", sae_variant(signal="effect"), stochastic=True,
                 baseline=False))
