@@ -10,7 +10,7 @@ from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.errors import CircuitsError
 from circuits.evaluation.metrics import edge_auc, evaluate_heads
 from circuits.methods import BASELINES, run_baseline
-from circuits.methods.acdc import EdgePatcher, acdc
+from circuits.methods.acdc import acdc
 from circuits.methods.base import split_qkv_inputs
 from circuits.methods.eap import eap_attributions
 from circuits.methods.patching import activation_patching
@@ -142,48 +142,6 @@ def test_resample_patching_is_seeded(task_and_prompts):
     assert not torch.equal(a.node_scores, c.node_scores)
 
 
-@pytest.mark.parametrize("corruption, positions, normalization, attn_only", [
-    ("paired", "standard", "LN", True), ("paired", "shortformer", "LNPre", True),
-    ("paired", "standard", "RMS", True), ("paired", "standard", "LN", False),
-    ("mean", "standard", "LN", True)])
-def test_edge_patcher_endpoints_and_single_edges(task_and_prompts, corruption, positions, normalization,
-                                                 attn_only):
-    """No edge removed = the clean model; every edge removed in an attention-only model = the corrupted
-    input; one removed edge = brute-force patching of that edge (TransformerLens's split q/k/v inputs)."""
-    task, tok, prompts = task_and_prompts
-    model = float64_model(tok.vocab_size, n_layers=2, n_heads=3, positions=positions,
-                          normalization=normalization, attn_only=attn_only)
-    patcher = EdgePatcher(model, task, prompts, distance="kl", corruption=corruption)
-    S = patcher.graph.n_nodes + 1
-    none = torch.zeros(1, S, S, dtype=torch.bool)
-    every = torch.ones(1, S, S, dtype=torch.bool)
-    d = patcher.distances(torch.cat([none, every]))
-    assert float(d[0]) == pytest.approx(0.0, abs=1e-9)
-    with torch.no_grad():
-        clean_lp = torch.log_softmax(model(prompts.positive)[:, -1], -1)
-        corrupt_lp = torch.log_softmax(model(prompts.negative)[:, -1], -1)
-    if corruption == "paired":
-        kl = (clean_lp.exp() * (clean_lp - corrupt_lp)).sum(-1).mean()
-        if attn_only:  # with MLPs (not graph nodes) the fully pruned graph is not the corrupted run
-            assert float(d[1]) == pytest.approx(float(kl), rel=1e-6)
-        # one edge at a time, several graphs in one batch
-        cases = [((0, 1), (1, 2)), (None, (0, 0)), ((1, 0), None), (None, None)]
-        masks = torch.zeros(len(cases), S, S, dtype=torch.bool)
-        for i, (sender, receiver) in enumerate(cases):
-            s = 0 if sender is None else 1 + sender[0] * 3 + sender[1]
-            r = patcher.graph.output if receiver is None else receiver[0] * 3 + receiver[1]
-            masks[i, s, r] = True
-        got = patcher.distances(masks)
-        for i, (sender, receiver) in enumerate(cases):
-            lp = torch.log_softmax(brute_force_edge_logits(model, prompts, sender, receiver), -1)
-            want = (clean_lp.exp() * (clean_lp - lp)).sum(-1).mean()
-            assert float(got[i]) == pytest.approx(float(want), rel=1e-6, abs=1e-12)
-            # the last token is " end" in both prompts, so input -> output changes nothing
-            assert (float(got[i]) > 1e-8) == (sender is not None or receiver is not None)
-    else:
-        assert float(d[1]) > 0
-
-
 def test_every_baseline_recovers_planted_heads(planted):
     task, loaded, heads = planted
     prompts = task.prompts(loaded.tokenizer, 24, seed=0)
@@ -259,3 +217,19 @@ def test_eap_batch_size_is_bounded_by_the_per_prompt_size():
     b = auto_batch_size(smollm2, 40)
     assert 1 <= b < MAX_BATCH and b * 40 * 270 * 576 <= BATCH_BUDGET
     assert auto_batch_size(smollm2, 10**6) == 1
+
+
+def test_bounded_acdc_searches_only_eap_candidates_and_says_so(planted):
+    task, loaded, heads = planted
+    prompts = task.prompts(loaded.tokenizer, 12, seed=0)
+    full = acdc(loaded.model, task, prompts, exponents=(-4, -2, 0))
+    bounded = acdc(loaded.model, task, prompts, candidates=12)
+    d = bounded.details
+    assert d["bounded"] and d["candidate_edges"] == 12 and 0 < d["tested_edges"] <= 12
+    assert not full.details["bounded"] and full.details["tested_edges"] > 12
+    assert bounded.n_forward < full.n_forward and bounded.n_backward > 0  # the EAP pass is counted
+    assert set(heads) <= {(l, h) for l, h in (bounded.node_scores > 0).nonzero().tolist()}
+    graph = bounded.graph_edge_scores
+    assert graph is not None and graph.shape == full.graph_edge_scores.shape
+    stopped = acdc(loaded.model, task, prompts, time_budget=0.0)
+    assert stopped.details["tested_edges"] == 0 and stopped.details["time_budget_s"] == 0.0

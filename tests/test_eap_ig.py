@@ -186,7 +186,7 @@ def test_eap_node_scores_are_the_head_level_eap(toy):
     attr = edge_attributions(model, task, prompts, ig_steps=1, alphas="right")
     torch.testing.assert_close(eap.node_scores, attr.node.abs())
     torch.testing.assert_close(eap.graph_edge_scores, attr.edge.abs())
-    torch.testing.assert_close(eap.signed_graph_edge_scores, attr.edge)
+    torch.testing.assert_close(eap.signed_graph_edge_scores, -attr.edge)  # higher = holds the metric up
     assert eap.edge_scores == graph.head_pairs(attr.edge.abs())
     assert eap.n_forward == pytest.approx(2.0) and eap.n_backward == pytest.approx(1.0)
     no_edges = run_baseline("eap", model, task, prompts, edges=False)

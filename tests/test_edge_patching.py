@@ -84,11 +84,13 @@ def _single(graph: ComputeGraph, s: int, r: int) -> torch.Tensor:
     return keep
 
 
-@pytest.mark.parametrize("attn_only, normalization", [(True, "LN"), (False, "LN"), (False, "RMS")])
-def test_single_edges_and_whole_circuits_equal_brute_force(toy, attn_only, normalization):
+@pytest.mark.parametrize("attn_only, normalization, positions", [
+    (True, "LN", "standard"), (False, "LN", "standard"), (False, "RMS", "standard"),
+    (True, "LNPre", "shortformer"), (False, None, "standard")])
+def test_single_edges_and_whole_circuits_equal_brute_force(toy, attn_only, normalization, positions):
     task, tok, prompts = toy
     model = float64_model(tok.vocab_size, n_layers=3, n_heads=2, normalization=normalization,
-                          attn_only=attn_only)
+                          attn_only=attn_only, positions=positions)
     graph = ComputeGraph.of(model)
     patcher = EdgePatcher(model, prompts)
     edges = graph.edge_index.tolist()

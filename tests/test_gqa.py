@@ -15,7 +15,6 @@ from test_baselines import brute_force_edge_logits, brute_force_z_patch, clean_m
 from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.ablation import PassCount, metric_under_masks, reference_z, z_hook
 from circuits.methods import BASELINES, run_baseline
-from circuits.methods.acdc import EdgePatcher
 from circuits.methods.eap import eap_attributions
 from circuits.methods.patching import activation_patching, single_head_masks
 from circuits.zoo.ground_truth import find_ground_truth
@@ -107,29 +106,6 @@ def test_eap_on_gqa_equals_finite_differences_of_per_query_head_patching(setup):
     twin_attr = eap_attributions(twin, task, prompts, edges=True, batch_size=4)
     torch.testing.assert_close(attr.edge, twin_attr.edge, rtol=1e-6, atol=1e-9)
     assert not model.cfg.use_split_qkv_input and not model.cfg.ungroup_grouped_query_attention  # restored
-
-
-def test_acdc_edge_patcher_on_gqa_matches_brute_force(setup):
-    task, prompts, model, twin = setup
-    patcher = EdgePatcher(model, task, prompts, distance="kl")
-    S = patcher.graph.n_nodes + 1
-    cases = [((0, 1), (1, 0)), ((0, 1), (1, 1)), ((0, 3), (1, 2)), (None, (0, 0)), ((1, 0), None)]
-    masks = torch.zeros(len(cases) + 1, S, S, dtype=torch.bool)
-    for i, (sender, receiver) in enumerate(cases):
-        s = 0 if sender is None else 1 + sender[0] * H + sender[1]
-        r = patcher.graph.output if receiver is None else receiver[0] * H + receiver[1]
-        masks[i, s, r] = True
-    masks[-1] = masks[:3].any(0)  # three edges at once, two into one key/value group
-    got = patcher.distances(masks)
-    with torch.no_grad():
-        clean_lp = torch.log_softmax(twin(prompts.positive)[:, -1], -1)
-    for i, (sender, receiver) in enumerate(cases):
-        lp = torch.log_softmax(brute_force_edge_logits(twin, prompts, sender, receiver), -1)
-        want = (clean_lp.exp() * (clean_lp - lp)).sum(-1).mean()
-        assert float(got[i]) == pytest.approx(float(want), rel=1e-6, abs=1e-12)
-    twin_patcher = EdgePatcher(twin, task, prompts, distance="kl")
-    torch.testing.assert_close(got, twin_patcher.distances(masks), rtol=1e-6, atol=1e-12)
-    assert not model.cfg.ungroup_grouped_query_attention
 
 
 def test_every_method_scores_gqa_like_its_twin(setup):

@@ -33,7 +33,6 @@ from circuits.ablation import Hooks, final_logits, z_hook
 from circuits.edges.graph import ComputeGraph
 from circuits.edges.writes import head_writes, mlp_inputs
 from circuits.errors import CircuitsError
-from circuits.methods.base import split_qkv_inputs
 from tasks.base import PromptSet
 
 if TYPE_CHECKING:
@@ -190,6 +189,8 @@ class EdgePatcher:
         hooks.append((f"blocks.{L - 1}.hook_resid_post", on_final))
         first = self.prompts.positive[idx].repeat(G, 1) if start == 0 else \
             self.clean["resid"][idx, start].repeat(G, 1, 1)
+        from circuits.methods.base import split_qkv_inputs  # here: circuits.methods imports this module
+
         with split_qkv_inputs(model), mlp_inputs(model):
             logits = final_logits(model, first, hooks, start_at_layer=start)
         return logits.reshape(G, c, -1)

@@ -79,7 +79,8 @@ def edge_attribution_patching(model: HookedTransformer, task: Task, prompts: Pro
     return BaselineResult(
         method="eap", node_scores=scores, edge_scores=edge_scores, selected=selected_heads(scores, selection),
         n_forward=cost.forward, n_backward=cost.backward, seconds=timer.seconds, stochastic=False,
-        graph_edge_scores=magnitude if edges else None, signed_graph_edge_scores=attr.edge if edges else None,
+        graph_edge_scores=magnitude if edges else None,
+        signed_graph_edge_scores=-attr.edge if edges else None,  # higher = holds the metric up
         details={"corruption": "paired (negative[i] for positive[i])",
                  "metric_clean": attr.metric_clean, "metric_corrupt": attr.metric_corrupt,
                  "sum_of_node_attributions": float(node.sum()),

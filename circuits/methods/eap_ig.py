@@ -35,7 +35,7 @@ def eap_ig(model: HookedTransformer, task: Task, prompts: PromptSet, ig_steps: i
         method="eap-ig", node_scores=scores, edge_scores=edge_scores,
         selected=selected_heads(scores, selection), n_forward=cost.forward, n_backward=cost.backward,
         seconds=timer.seconds, stochastic=False,
-        graph_edge_scores=magnitude, signed_graph_edge_scores=attr.edge,
+        graph_edge_scores=magnitude, signed_graph_edge_scores=-attr.edge,
         details={"corruption": "paired (negative[i] for positive[i])", "ig_steps": ig_steps,
                  "alphas": list(attr.alphas), "metric_clean": attr.metric_clean,
                  "metric_corrupt": attr.metric_corrupt,
