@@ -31,10 +31,13 @@ import numpy as np
 from circuits.atomic import atomic_write
 from circuits.discovery.config import FindConfig
 from circuits.discovery.pipeline import ground_truth_for, split_prompts
+from circuits.edges.graph import ComputeGraph
 from circuits.errors import CircuitsError
+from circuits.evaluation.edge_mib import EDGE_SOURCES, edge_mib_scores, run_edge_ranking
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
-from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores
+from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores, random_floor
 from circuits.methods import SELECTION_NOTE
+from circuits.methods.acdc import ACDC_EDGES
 from circuits.methods.registry import MethodInput, expand, get_method
 from circuits.methods.sae import sae_overrides
 from circuits.models import LoadedModel
@@ -42,7 +45,7 @@ from circuits.models.gguf import alternative_truths
 from circuits.progress import Progress
 from circuits.rankings import RANKINGS_FILE, Rankings
 from circuits.stats import STD_NOTE, mean_std
-from tasks.base import GroundTruth, Task
+from tasks.base import GroundTruth, PromptSet, Task
 
 DEFAULT_METHODS = "sae,patching,eap,acdc"
 NULL_MODEL = "actdiff"  # the discrete-SAE method's null model: what its codes discretise, without an SAE
@@ -68,12 +71,15 @@ class CompareConfig:
     find: FindConfig = FindConfig()
     acdc_prompts: int = 100
     acdc_distance: str = "kl"
+    acdc_edges: int = ACDC_EDGES  # ACDC searches EAP's top N edges on larger graphs (0: every edge)
+    acdc_budget: float | None = None  # seconds after which ACDC stops testing edges (None: no limit)
     patching_prompts: int = 0  # patching runs on the first N scoring prompts (0: all n_score)
     baseline_seeds: int | None = None  # seeds of the stochastic baselines (None: `seeds`)
     selection: str = "otsu"
     vary_prompts: bool = False
     mib_prompts: int = 50  # CPR/CMD on the first N scoring prompts (0: not computed)
     mib_random: int = 3  # random rankings behind the floor
+    edge_mib: bool = True  # edge-level CPR / CMD too (on the same prompts), for every method
 
     def validate(self) -> None:
         self.find.validate()
@@ -81,6 +87,10 @@ class CompareConfig:
             raise CircuitsError("--mib-prompts and --mib-random must be zero or more")
         if self.seeds < 1:
             raise CircuitsError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.acdc_edges < 0:
+            raise CircuitsError(f"--acdc-edges must be zero (every edge) or more, got {self.acdc_edges}")
+        if self.acdc_budget is not None and self.acdc_budget <= 0:
+            raise CircuitsError(f"--acdc-budget must be positive seconds, got {self.acdc_budget}")
         if self.acdc_prompts < 1:
             raise CircuitsError(f"--acdc-prompts must be positive, got {self.acdc_prompts}")
         if self.patching_prompts < 0:
@@ -99,6 +109,7 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
     prompt_seed = seed if config.vary_prompts else config.find.seed
     find = replace(config.find, seed=prompt_seed, selection=config.selection)
     options = {"acdc_prompts": config.acdc_prompts, "distance": config.acdc_distance,
+               "acdc_edges": config.acdc_edges, "acdc_budget": config.acdc_budget,
                "patching_prompts": config.patching_prompts}
     run = get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed, options=options))
     return {"node_scores": run.node_scores, "selected": run.selected, "edge_scores": run.edge_scores,
@@ -133,8 +144,6 @@ def compare_methods(task: Task, loaded: LoadedModel, config: CompareConfig,
 def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig,
                           progress: Progress | None = None) -> tuple[dict[str, Any], Rankings]:
     """`compare_methods`, and every run's scores (for rankings.npz: too large for the JSON report)."""
-    from circuits.edges.graph import ComputeGraph
-
     config.validate()
     truth, note = ground_truth_for(task, loaded)
     truths: dict[str, GroundTruth] = {} if truth is None else {"mean": truth}
@@ -145,9 +154,11 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
     methods: dict[str, Any] = {}
     curves: dict[str, dict[str, list[float]] | None] = {}
     rankings: dict[str, Any] = {}  # "method#seed" -> node scores [layer, head]
+    edge_rankings: dict[str, tuple[Any, Any, str]] = {}  # "method#seed" -> run_edge_ranking(...)
+    graph = ComputeGraph.of(loaded.model)
     kept = Rankings(meta={
         "task": task.name, "model": loaded.name, "n_layers": L, "n_heads": H,
-        "graph": ComputeGraph.of(loaded.model).describe(),
+        "graph": graph.describe(),
         "labels": {m: get_method(m).label for m in config.methods},
         "prompts": {"seed": config.find.seed, "n_train": config.find.n_train, "n_score": config.find.n_score,
                     "vary_prompts": config.vary_prompts},
@@ -160,6 +171,8 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
                 progress(m, i, len(method_seeds))
             run = _one_run(m, task, loaded, config, seed)
             rankings[f"{m}#{seed}"] = run["node_scores"]
+            edge_rankings[f"{m}#{seed}"] = run_edge_ranking(
+                graph, run["node_scores"], run["graph_edge_scores"], run["signed_graph_edge_scores"])
             kept.add(f"{m}#{seed}", run["node_scores"], run["graph_edge_scores"],
                      run["signed_graph_edge_scores"])
             ev: dict[str, Any] = {}
@@ -179,7 +192,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
         if progress:
             progress(m, len(method_seeds), len(method_seeds))
         methods[m] = {
-            "label": get_method(m).label,
+            "label": runs[0]["details"].get("label", get_method(m).label),
             "stochastic": get_method(m).stochastic,
             "seeds": method_seeds,
             "node_roc_auc": _summary([r.get("roc_auc") for r in runs]),
@@ -196,6 +209,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
             "runs": runs,
         }
     mib = _mib(task, loaded, config, rankings, methods)
+    edge_mib = _edge_mib(task, loaded, config, edge_rankings, methods)
     report = {
         "task": task.name,
         "model": loaded.name,
@@ -210,6 +224,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
         "ground_truth_note": note,
         "methods": methods,
         "mib": mib,
+        "edge_mib": edge_mib,
         "agreement": _agreement(config.methods, rankings, seeds),
         "roc_curves": curves,
         "notes": {
@@ -221,10 +236,17 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
             "patching": (f"patching on the first {config.patching_prompts} scoring prompts"
                          if config.patching_prompts else "patching on every scoring prompt"),
             "acdc": f"ACDC on the first {config.acdc_prompts} scoring prompts, distance "
-                    f"{config.acdc_distance}, head-level graph (one edge covers q, k and v)",
+                    f"{config.acdc_distance}, on the residual-stream graph (input, heads, MLPs, logits; one "
+                    f"edge into a head covers its q, k and v); "
+                    + (f"bounded to EAP's top {config.acdc_edges} edges on larger graphs"
+                       if config.acdc_edges else "every edge searched")
+                    + (f", stopping after {config.acdc_budget:g} s" if config.acdc_budget else ""),
             "seconds": "wall clock of each method alone (prompt building excluded)",
             "mib": (f"CPR / CMD on the first {config.mib_prompts} scoring prompts; "
                     f"{mib['definition']}") if mib else "not computed (--mib-prompts 0)",
+            "edge_mib": (f"edge CPR / CMD on the same prompts; {edge_mib['definition']}; a method that "
+                         f"scores no edges is ranked by edges {EDGE_SOURCES['node-derived']}") if edge_mib
+            else "not computed (--no-edge-mib or --mib-prompts 0)",
             "agreement": "Spearman rank correlation between methods' node scores (each method's first run)",
             "node_roc_auc_resample": "node ROC AUC against the circuit found under resample ablation "
                                      "(shipped beside the mean-ablation ground truth)",
@@ -242,21 +264,51 @@ def _mib(task: Task, loaded: LoadedModel, config: CompareConfig, rankings: dict[
     """CPR / CMD of every run's ranking (one batched call per intervention); summaries into `methods`."""
     if config.mib_prompts == 0 or not rankings:
         return None
-    prompts = task.prompts(loaded.tokenizer, config.find.n_train + config.find.n_score, config.find.seed)
-    _, score_set = split_prompts(prompts, config.find.n_train)
-    score_set = score_set.subset(slice(0, min(len(score_set), config.mib_prompts)))
+    score_set = _mib_prompts(task, loaded, config)
     result = mib_scores(loaded.model, task, score_set, rankings, INTERVENTIONS, n_random=config.mib_random,
                         seed=config.find.seed)
+    _summarise_areas(result, methods, "")
+    return result
+
+
+def _summarise_areas(result: dict[str, Any], methods: dict[str, Any], prefix: str) -> None:
+    """Per method, CPR / CMD mean ± std over its seeds (`<prefix>cpr_<intervention>`) and each run's areas
+    (`<prefix>mib_<intervention>`); the random floor into `result`."""
     for m, entry in methods.items():
         for intervention, res in result["interventions"].items():
             runs = [res["rankings"][f"{m}#{seed}"] for seed in entry["seeds"]]
             for key in ("cpr", "cmd"):
-                entry[f"{key}_{intervention}"] = _summary([r[key] for r in runs])
+                entry[f"{prefix}{key}_{intervention}"] = _summary([r[key] for r in runs])
             for r, run in zip(runs, entry["runs"], strict=True):
-                run[f"mib_{intervention}"] = r
-    result["random"] = {i: {k: res["rankings"][RANDOM][k] for k in ("cpr", "cmd", "cpr_std", "cmd_std")}
-                        for i, res in result["interventions"].items() if RANDOM in res["rankings"]}
+                run[f"{prefix}mib_{intervention}"] = r
+    result["random"] = random_floor(result)
+
+
+def _edge_mib(task: Task, loaded: LoadedModel, config: CompareConfig,
+              edge_rankings: dict[str, tuple[Any, Any, str]], methods: dict[str, Any]
+              ) -> dict[str, Any] | None:
+    """Edge CPR / CMD of every run (its own edge scores, or derived from its head scores; one batched call
+    per intervention on the prompts node CPR / CMD uses); summaries `edge_cpr_<intervention>` etc. into
+    `methods`."""
+    if config.mib_prompts == 0 or not config.edge_mib or not edge_rankings:
+        return None
+    score_set = _mib_prompts(task, loaded, config)
+    scores = {key: r[0] for key, r in edge_rankings.items()}
+    signed = {key: r[1] for key, r in edge_rankings.items() if r[1] is not None}
+    result = edge_mib_scores(loaded.model, task, score_set, scores, signed, INTERVENTIONS,
+                             n_random=config.mib_random, seed=config.find.seed)
+    for m, entry in methods.items():
+        entry["edge_scores_from"] = edge_rankings[f"{m}#{entry['seeds'][0]}"][2]
+    _summarise_areas(result, methods, "edge_")
+    result["sources"] = EDGE_SOURCES
     return result
+
+
+def _mib_prompts(task: Task, loaded: LoadedModel, config: CompareConfig) -> PromptSet:
+    """The first `mib_prompts` scoring prompts: where node and edge CPR / CMD are measured."""
+    prompts = task.prompts(loaded.tokenizer, config.find.n_train + config.find.n_score, config.find.seed)
+    _, score_set = split_prompts(prompts, config.find.n_train)
+    return score_set.subset(slice(0, min(len(score_set), config.mib_prompts)))
 
 
 def _agreement(methods: tuple[str, ...], rankings: dict[str, Any], seeds: list[int]) -> dict[str, Any]:

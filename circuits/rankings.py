@@ -138,15 +138,28 @@ def check_shapes(rankings: Rankings, keys: list[str], model: HookedTransformer) 
 
 
 def edge_level(model: HookedTransformer, task: Task, prompts: PromptSet, graph: ComputeGraph,
-               edge_scores: torch.Tensor | None, signed_edge_scores: torch.Tensor | None = None
-               ) -> dict[str, Any] | None:
-    """Edge-level CPR / CMD of one [sender, receiver] ranking; None until that evaluation exists.
+               rankings: Rankings, keys: list[str], n_random: int = 3, seed: int = 0
+               ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Edge-level CPR / CMD (MIB's circuit track, `circuits.evaluation.edge_mib`) of saved runs: their own
+    [sender, receiver] scores (signed ones for CPR where kept), else edges derived from their node scores
+    -> ({key: {"source", "cpr_<intervention>", "cmd_<intervention>", "faithfulness_<intervention>"}},
+    {"random": floor per intervention, "definition", "n_edges"})."""
+    from circuits.evaluation.edge_mib import edge_mib_scores, run_edge_ranking
+    from circuits.evaluation.mib import INTERVENTIONS, random_floor, scores_by_ranking
 
-    The hook where edge-level faithfulness plugs in, so that `circuits evaluate --rankings` reports it
-    without a change to its callers."""
-    # TODO(circuits.evaluation.edge_mib): return edge-level CPR / CMD (MIB's edge track) of `edge_scores`
-    # (`signed_edge_scores` for CPR where present) on `graph`, once circuits.evaluation.edge_mib exists.
-    return None
+    def tensor(array: np.ndarray | None) -> torch.Tensor | None:
+        return None if array is None else torch.from_numpy(array).float()
+
+    chosen = {key: run_edge_ranking(graph, torch.from_numpy(rankings.node[key]).float(),
+                                    tensor(rankings.edge.get(key)), tensor(rankings.signed_edge.get(key)))
+              for key in keys}
+    mib = edge_mib_scores(model, task, prompts, {k: c[0] for k, c in chosen.items()},
+                          {k: c[1] for k, c in chosen.items() if c[1] is not None}, INTERVENTIONS,
+                          n_random=n_random, seed=seed)
+    out = scores_by_ranking(mib, keys)
+    for key in keys:
+        out[key]["source"] = chosen[key][2]
+    return out, {"random": random_floor(mib), "definition": mib["definition"], "n_edges": mib["n_edges"]}
 
 
 def score_rankings(task: Task, loaded: LoadedModel, rankings: Rankings, keys: list[str], n_prompts: int,
@@ -158,7 +171,7 @@ def score_rankings(task: Task, loaded: LoadedModel, rankings: Rankings, keys: li
     from circuits.discovery.pipeline import ground_truth_for, split_prompts
     from circuits.edges.graph import ComputeGraph
     from circuits.evaluation.metrics import evaluate_heads
-    from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores
+    from circuits.evaluation.mib import INTERVENTIONS, mib_scores, random_floor, scores_by_ranking
     from circuits.methods.base import DEFAULT_SELECTION, selected_heads
     from circuits.models.gguf import alternative_truths
 
@@ -191,24 +204,17 @@ def score_rankings(task: Task, loaded: LoadedModel, rankings: Rankings, keys: li
     score_set = score_set.subset(slice(0, min(len(score_set), n_prompts)))
     mib = mib_scores(loaded.model, task, score_set, scores, INTERVENTIONS, n_random=n_random,
                      seed=prompt_seed)
-    floor: dict[str, Any] = {}
-    for intervention, res in mib["interventions"].items():
-        for key in keys:
-            r = res["rankings"][key]
-            results[key].update({f"cpr_{intervention}": r["cpr"], f"cmd_{intervention}": r["cmd"],
-                                 f"faithfulness_{intervention}": r["faithfulness"]})
-        if RANDOM in res["rankings"]:
-            floor[intervention] = {k: res["rankings"][RANDOM][k]
-                                   for k in ("cpr", "cmd", "cpr_std", "cmd_std")}
+    for key, scored in scores_by_ranking(mib, keys).items():
+        results[key].update(scored)
+    edges, edge_meta = edge_level(loaded.model, task, score_set, graph, rankings, keys, n_random, prompt_seed)
     for key in keys:
-        edge, signed = rankings.edge.get(key), rankings.signed_edge.get(key)
-        results[key]["has_edge_scores"] = edge is not None
-        results[key]["edge"] = edge_level(loaded.model, task, score_set, graph,
-                                          None if edge is None else torch.from_numpy(edge),
-                                          None if signed is None else torch.from_numpy(signed))
+        results[key]["has_edge_scores"] = key in rankings.edge
+        results[key]["edge"] = edges[key]
     return {"task": task.name, "model": loaded.name, "rankings": rankings.meta.get("file"),
             "seed": prompt_seed, "n_prompts": len(score_set), "n_random": n_random, "selection": selection,
             "ground_truth": None if truth is None else {"source": truth.source, "n_heads": len(truth.heads)},
-            "ground_truth_note": note, "results": results, "random": floor, "graph": graph.describe(),
-            "grid": mib["grid"], "definition": mib["definition"],
-            "edge_note": "edge-level CPR / CMD: not computed yet (circuits.evaluation.edge_mib)"}
+            "ground_truth_note": note, "results": results, "random": random_floor(mib),
+            "graph": graph.describe(),
+            "grid": mib["grid"], "definition": mib["definition"], "edge_random": edge_meta["random"],
+            "edge_note": f"edge level ({edge_meta['n_edges']} edges): {edge_meta['definition']}; a run "
+                         "without edge scores is ranked by edges derived from its head scores"}

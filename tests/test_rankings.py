@@ -139,7 +139,15 @@ def test_compare_command_writes_rankings_and_evaluate_scores_them_again(ioi_dir,
     assert eap["node_roc_auc"] == report["methods"]["eap"]["node_roc_auc"]["mean"] == 1.0
     for key in ("cpr_counterfactual", "cmd_counterfactual", "cpr_mean", "cmd_mean"):
         assert eap[key] == pytest.approx(report["methods"]["eap"][key]["mean"], abs=1e-6), key
-    assert eap["edge"] is None and "edge_mib" in payload["edge_note"]  # the edge-level hook, not yet filled
+    # edge level: EAP's own edge scores, patching's derived from its head scores; compare's numbers
+    assert eap["edge"]["source"] == "edges" and payload["results"]["eap#0"]["has_edge_scores"]
+    for key in ("cpr_counterfactual", "cmd_counterfactual", "cpr_mean", "cmd_mean"):
+        expected = report["methods"]["eap"][f"edge_{key}"]["mean"]
+        assert eap["edge"][key] == pytest.approx(expected, abs=1e-6), key
+    assert report["methods"]["eap"]["edge_scores_from"] == "edges"
+    assert report["methods"]["patching-mean"]["edge_scores_from"] == "node-derived"
+    assert payload["edge_random"]["counterfactual"]["cpr"] == pytest.approx(
+        report["edge_mib"]["random"]["counterfactual"]["cpr"], abs=1e-6)
     assert payload["random"]["counterfactual"]["cpr"] == pytest.approx(
         report["mib"]["random"]["counterfactual"]["cpr"], abs=1e-6)
     table = run("evaluate", "--rankings", str(out / RANKINGS_FILE), "--n-prompts", "4")
@@ -157,12 +165,24 @@ def test_compare_command_writes_rankings_and_evaluate_scores_them_again(ioi_dir,
     assert alone.exit_code == 2 and "rankings.npz already exists" in alone.output
 
 
-def test_edge_level_is_a_hook_that_returns_none_for_now(planted):
+def test_edge_level_scores_own_edges_and_derives_them_for_head_only_runs(planted):
     task, loaded, _ = planted
     graph = ComputeGraph.of(loaded.model)
-    prompts = task.prompts(loaded.tokenizer, 4, 0)
-    scores = torch.zeros(graph.n_senders, graph.n_receivers)
-    assert edge_level(loaded.model, task, prompts, graph, scores) is None
+    prompts = task.prompts(loaded.tokenizer, 6, 0)
+    node = torch.rand(loaded.n_layers, loaded.n_heads, generator=torch.Generator().manual_seed(0))
+    derived = node_derived_edge_scores(graph, node)
+    kept = Rankings(meta={})
+    kept.add("heads#0", node, None, None)
+    kept.add("edges#0", node, derived, None)  # the same edge ranking, given explicitly
+    kept.add("flipped#0", node, -derived, derived)  # CPR reads the signed scores, CMD the magnitude
+    out, meta = edge_level(loaded.model, task, prompts, graph, kept, ["heads#0", "edges#0", "flipped#0"],
+                           n_random=2)
+    assert out["heads#0"]["source"] == "node-derived" and out["edges#0"]["source"] == "edges"
+    for key in ("cpr_counterfactual", "cmd_counterfactual", "cpr_mean", "cmd_mean"):
+        assert out["heads#0"][key] == pytest.approx(out["edges#0"][key]), key
+    assert out["flipped#0"]["cpr_counterfactual"] == pytest.approx(out["edges#0"]["cpr_counterfactual"])
+    assert out["flipped#0"]["cmd_counterfactual"] != pytest.approx(out["edges#0"]["cmd_counterfactual"])
+    assert meta["n_edges"] == graph.n_edges and set(meta["random"]) == {"counterfactual", "mean"}
 
 
 @pytest.mark.parametrize("case, message", [

@@ -18,6 +18,7 @@ from circuits.cli.common import (
     user_errors,
 )
 from circuits.cli.common import out as results  # tables on stdout, progress on stderr
+from circuits.compare import CompareConfig
 from circuits.discovery.config import FindConfig
 
 ABLATIONS = ("mean", "resample", "zero")
@@ -29,9 +30,10 @@ def compare(
     model: str = typer.Option("", "--model", "-m", help="default: the task's bundled model tiny-<task>"),
     methods: str = typer.Option("sae,patching,eap,acdc",
                                 help="comma list of sae, patching (= patching-mean + patching-resample), "
-                                     "patching-mean, patching-resample, eap, acdc, actdiff, sae-variants "
-                                     "(see `circuits find --method`); actdiff (activation difference, the "
-                                     "SAE method's null model) is added right after sae or any SAE variant"),
+                                     "patching-mean, patching-resample, eap, eap-ig, acdc, edge-prune, "
+                                     "ensemble, actdiff, sae-variants (see `circuits find --method`); "
+                                     "actdiff (activation difference, the SAE method's null model) is added "
+                                     "right after sae or any SAE variant"),
     seeds: int = typer.Option(3, help="seeds for the stochastic methods (sae, patching-resample)"),
     vary_prompts: bool = typer.Option(
         False, help="each seed also draws new prompts, and every method runs for every seed"),
@@ -40,6 +42,11 @@ def compare(
     n_score: int = config_option(FindConfig, "n_score"),
     acdc_prompts: int = typer.Option(100, help="ACDC runs on the first N scoring prompts"),
     acdc_distance: str = typer.Option("kl", help="ACDC distance: kl | metric"),
+    acdc_edges: int = typer.Option(
+        CompareConfig.acdc_edges, help="on a graph with more edges, ACDC searches only EAP's top N edges "
+                                       "(bounded ACDC, labelled so); 0: every edge (days on SmolLM2)"),
+    acdc_budget: float | None = typer.Option(
+        None, help="seconds after which ACDC stops testing edges (its row says how many it tested)"),
     patching_prompts: int = typer.Option(
         0, help="patching runs on the first N scoring prompts (one pass per head: the slowest after ACDC); "
                 "0: all"),
@@ -47,6 +54,9 @@ def compare(
         None, help="seeds of the stochastic baselines (patching-resample); default: --seeds"),
     mib_prompts: int = typer.Option(50, help="CPR/CMD (MIB) on the first N scoring prompts; 0: not computed"),
     mib_random: int = typer.Option(3, help="random rankings averaged into the CPR/CMD floor"),
+    edge_mib: bool = typer.Option(True, help="edge-level CPR/CMD on the residual-stream graph too "
+                                             "(head-level methods ranked by edges derived from their head "
+                                             "scores)"),
     selection: str = typer.Option("otsu",
                                   help="label-free rule on each method's scores: otsu | positive | top:K"),
     out: Path | None = typer.Option(None, help="directory for compare.json, roc.png, faithfulness.png and "
@@ -62,7 +72,6 @@ def compare(
     from circuits.compare import (
         NULL_MODEL,
         OUTPUT_FILES,
-        CompareConfig,
         compare_with_rankings,
         parse_methods,
         write_outputs,
@@ -77,7 +86,8 @@ def compare(
                            find=FindConfig(n_train=n_train, n_score=n_score, seed=seed),
                            acdc_prompts=acdc_prompts, acdc_distance=acdc_distance, selection=selection,
                            vary_prompts=vary_prompts, patching_prompts=patching_prompts,
-                           baseline_seeds=baseline_seeds, mib_prompts=mib_prompts, mib_random=mib_random)
+                           baseline_seeds=baseline_seeds, mib_prompts=mib_prompts, mib_random=mib_random,
+                           acdc_edges=acdc_edges, acdc_budget=acdc_budget, edge_mib=edge_mib)
     config.validate()
     check_rule(selection)
     task_obj = get_task(task)
@@ -144,10 +154,35 @@ def _render_compare(result: dict[str, Any]) -> None:
                       *(f"{floor[i][k]:.3f}" if i in floor else "—" for i in ("counterfactual", "mean")
                         for k in ("cpr", "cmd")), "", "", "", "")
     results.print(table)
+    if result.get("edge_mib"):
+        results.print(_edge_table(result))
     notes = result["notes"]
     results.print(f"selection: {notes['selection']}", highlight=False)
     acdc = f"; {notes['acdc']}" if "acdc" in result["methods"] else ""
     patching = f"; {notes['patching']}" if any(m.startswith("patching") for m in result["methods"]) else ""
     results.print(f"passes: {notes['passes']}{patching}{acdc}", highlight=False)
+    if result.get("edge_mib"):
+        results.print(f"edge level: {result['edge_mib']['n_edges']} edges; {notes['edge_mib']}",
+                      highlight=False)
     if result.get("files"):
         results.print(f"wrote {', '.join(result['files'].values())}", highlight=False)
+
+
+def _edge_table(result: dict[str, Any]) -> Table:
+    """Edge-level CPR / CMD (MIB's circuit track), one row per method and the random floor."""
+    edge = result["edge_mib"]
+    table = Table(title=f"edge level: {edge['n_edges']} edges, {edge['n_prompts']} prompts",
+                  box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
+                  caption="edges: the method's own edge scores, or derived from its head scores; CPR higher "
+                          "is better, CMD lower is better")
+    for col in ("method", "edges", "CPR\ncf", "CMD\ncf", "CPR\nmean", "CMD\nmean"):
+        table.add_column(col, justify="left" if col in ("method", "edges") else "right", no_wrap=True)
+    for m in result["methods"].values():
+        table.add_row(m["label"], "own" if m.get("edge_scores_from") == "edges" else "derived",
+                      *(_pm(m.get(f"edge_{k}_{i}")) for i in ("counterfactual", "mean")
+                        for k in ("cpr", "cmd")))
+    floor = edge.get("random") or {}
+    if floor:
+        table.add_row("random ranking", "", *(f"{floor[i][k]:.3f}" if i in floor else "—"
+                                              for i in ("counterfactual", "mean") for k in ("cpr", "cmd")))
+    return table

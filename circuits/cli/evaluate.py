@@ -155,18 +155,24 @@ def _render_rankings(p: dict[str, Any]) -> None:
           f"no ground truth ({p['ground_truth_note']})")
     table = Table(title=f"saved rankings, {p['task']} on {p['model']}: {gt}; CPR / CMD on {p['n_prompts']} "
                         f"prompts")
-    for col in ("run", "node AUC", "prec.", "recall", "CPR cf", "CMD cf", "CPR mean", "CMD mean", "edge"):
+    for col in ("run", "node AUC", "prec.", "recall", "CPR cf", "CMD cf", "CPR mean", "CMD mean"):
         table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
+    edges = Table(title=f"edge level, the same prompts: {p['edge_note'].split(':')[0]}")
+    for col in ("run", "edges", "CPR cf", "CMD cf", "CPR mean", "CMD mean"):
+        edges.add_column(col, justify="left" if col in ("run", "edges") else "right", no_wrap=True)
+    areas = [f"{k}_{i}" for i in ("counterfactual", "mean") for k in ("cpr", "cmd")]
     for key, r in p["results"].items():
-        edge = "scores kept" if r["has_edge_scores"] else "—"
         table.add_row(key, _cell(r.get("node_roc_auc")), _cell(r.get("precision")), _cell(r.get("recall")),
-                      *(_cell(r.get(f"{k}_{i}")) for i in ("counterfactual", "mean") for k in ("cpr", "cmd")),
-                      edge if r["edge"] is None else "see --json")
-    if p["random"]:
-        floor = [_cell(p["random"].get(i, {}).get(k)) for i in ("counterfactual", "mean")
-                 for k in ("cpr", "cmd")]
-        table.add_row("random ranking", "", "", "", *floor, "")
+                      *(_cell(r.get(a)) for a in areas))
+        edges.add_row(key, "own" if r["edge"]["source"] == "edges" else "derived",
+                      *(_cell(r["edge"].get(a)) for a in areas))
+    for target, floor, pad in ((table, p["random"], 3), (edges, p["edge_random"], 1)):
+        if floor:
+            target.add_row("random ranking", *[""] * pad, *(_cell(floor.get(i, {}).get(k))
+                                                             for i in ("counterfactual", "mean")
+                                                             for k in ("cpr", "cmd")))
     results.print(table)
+    results.print(edges)
     results.print(f"precision / recall: the saved selection rule ({p['selection']}); {p['edge_note']}",
                   highlight=False)
     results.print(p["definition"], highlight=False)

@@ -33,7 +33,8 @@ STAGES = {"prompts": "building prompts", "activations": "head activations", "sae
 # imports; `resolve_method` checks the key against the registry itself.
 METHOD_HELP = ("circuit-discovery method: sae (the discrete-SAE method), an SAE variant (sae-effect, "
                "sae-pair, sae-effect-pair, sae-verify) or a baseline (actdiff, patching-mean, "
-               "patching-resample, eap, acdc, ...: an unknown key lists them all); the SAE options (--sae, "
+               "patching-resample, eap, eap-ig, acdc, edge-prune, ensemble: an unknown key lists them "
+               "all); the SAE options (--sae, "
                "--arch, --k, --d-sae, --l1, --steps, --score, --signal, --verify, --verify-prompts, --seeds) "
                "apply to sae and its variants only, --hook and --position to those and actdiff")
 SAE_ONLY = ("sae", "arch", "k", "d_sae", "l1", "steps", "score", "signal", "verify", "verify_prompts")

@@ -139,3 +139,20 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
         out["interventions"][intervention] = {"full": full, "empty": empty, "rankings": scored,
                                               "forward_passes": patcher.forward_rows / len(prompts)}
     return out
+
+
+EDGE_SOURCES = {"edges": "the method's own edge scores",
+                "node-derived": "derived from its head scores (an edge scores the smaller of its two ends; "
+                                "input, MLPs and logits count as the top head), the method scores no edges"}
+
+
+def run_edge_ranking(graph: ComputeGraph, node_scores: torch.Tensor, edge_scores: torch.Tensor | None = None,
+                     signed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The edge ranking a method's run is scored by -> (scores [sender, receiver], signed or None, source):
+    its own edge scores where it has them, else scores derived from its node scores [layer, head], so a
+    head-level method gets an edge CPR / CMD too, marked as derived (a key of EDGE_SOURCES)."""
+    from circuits.edges.graph import node_derived_edge_scores
+
+    if edge_scores is not None:
+        return edge_scores.float(), None if signed is None else signed.float(), "edges"
+    return node_derived_edge_scores(graph, node_scores), None, "node-derived"

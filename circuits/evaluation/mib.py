@@ -129,3 +129,23 @@ def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, ranking
                                         draws=per_draw).to_dict()
         out["interventions"][intervention] = {"full": full, "empty": empty, "rankings": scored}
     return out
+
+
+def random_floor(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The random floor of a `mib_scores` (or edge-level) result: {intervention: {cpr, cmd, cpr_std,
+    cmd_std}}."""
+    return {i: {k: res["rankings"][RANDOM][k] for k in ("cpr", "cmd", "cpr_std", "cmd_std")}
+            for i, res in result["interventions"].items() if RANDOM in res["rankings"]}
+
+
+def scores_by_ranking(result: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
+    """A `mib_scores` (or edge-level) result per ranking: {name: {cpr_<intervention>, cmd_<intervention>,
+    faithfulness_<intervention>}}."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for intervention, res in result["interventions"].items():
+        for name in names:
+            r = res["rankings"][name]
+            out[name].update({f"cpr_{intervention}": r["cpr"], f"cmd_{intervention}": r["cmd"],
+                              f"faithfulness_{intervention}": r["faithfulness"]})
+    return out
+

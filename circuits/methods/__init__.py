@@ -5,7 +5,8 @@ Baselines (all our own code: auto-circuit does not import with transformer-lens 
 - "patching-mean", "patching-resample": activation patching per head (patching.py);
 - "eap": Edge Attribution Patching, node, head->head and residual-stream-graph edge scores (eap.py);
 - "eap-ig": EAP-IG (MIB's EAP-IG-inputs, m = 5 interpolation steps), the same scores (eap_ig.py);
-- "acdc": ACDC with a threshold sweep, node and edge scores (acdc.py);
+- "acdc": ACDC with a threshold sweep on the residual-stream graph, node and edge scores (acdc.py); bounded to
+  EAP's top `acdc_edges` edges (default ACDC_EDGES) on larger graphs, optionally by a time budget;
 - "edge-prune": learned hard-concrete edge masks warm-started from EAP-IG, on a training split drawn with
   another seed (edge_prune.py); "ensemble": mean normalised rank of EAP-IG, edge-prune and EAP (ensemble.py);
 - "actdiff": the discrete-SAE method's null model, each head's mean-output distance between positives and
@@ -23,7 +24,7 @@ from typing import Any
 
 from circuits._compat import HookedTransformer
 from circuits.errors import CircuitsError
-from circuits.methods.acdc import acdc
+from circuits.methods.acdc import ACDC_EDGES, acdc
 from circuits.methods.actdiff import activation_difference, run_actdiff
 from circuits.methods.base import DEFAULT_SELECTION, SELECTION_NOTE, BaselineResult
 from circuits.methods.eap import edge_attribution_patching
@@ -73,7 +74,11 @@ def run_registered_baseline(name: str, inp: MethodInput) -> MethodRun:
     if first:
         score_set = score_set.subset(slice(0, min(len(score_set), first)))
     if name == "acdc":
-        options = {"distance": options["distance"]} if "distance" in options else {}
+        acdc_options = {"distance": options["distance"]} if "distance" in options else {}
+        acdc_options["candidates"] = int(options.get("acdc_edges", ACDC_EDGES))
+        if options.get("acdc_budget") is not None:
+            acdc_options["time_budget"] = float(options["acdc_budget"])
+        options = acdc_options
     elif name == "eap-ig":
         options = {"ig_steps": int(options["ig_steps"])} if "ig_steps" in options else {}
     else:

@@ -38,6 +38,9 @@ Distance = Literal["kl", "metric"]
 Corruption = Literal["paired", "mean"]
 DEFAULT_EXPONENTS = tuple(range(-10, 2))  # tau_j = D * 2**j, from D/1024 to 2D
 BOUNDED_EXPONENTS = (-8, -6, -4, -2, 0)  # fewer thresholds when the search is bounded
+# compare's and find's default: on a graph with more edges, ACDC searches only EAP's top ACDC_EDGES (full ACDC
+# on SmolLM2's 44,371 edges would take days here); 0 asks for the full search
+ACDC_EDGES = 300
 
 
 class AcdcDistance:
@@ -119,11 +122,11 @@ def acdc(model: HookedTransformer, task: Task, prompts: PromptSet, distance: Dis
     search only the top-N edges of an EAP pass; `time_budget`: stop testing after that many seconds."""
     from circuits.edges.attribution import edge_attributions
 
-    bounded = candidates > 0 or time_budget is not None
-    exponents = exponents or (BOUNDED_EXPONENTS if bounded else DEFAULT_EXPONENTS)
     with Timer() as timer:
         dist = AcdcDistance(model, task, prompts, distance, corruption)
         graph = dist.graph
+        bounded = 0 < candidates < graph.n_edges or time_budget is not None
+        exponents = exponents or (BOUNDED_EXPONENTS if bounded else DEFAULT_EXPONENTS)
         eap_order = torch.zeros(graph.n_senders, graph.n_receivers)
         start_removed = None
         forward_eap = backward_eap = 0.0
@@ -134,7 +137,7 @@ def acdc(model: HookedTransformer, task: Task, prompts: PromptSet, distance: Dis
             attr = edge_attributions(model, task, prompts, graph, ig_steps=1, alphas="right", cost=cost)
             forward_eap, backward_eap = cost.forward, cost.backward
             eap_order = _rank01(graph, attr.edge.abs())
-            if candidates > 0 and candidates < graph.n_edges:
+            if 0 < candidates < graph.n_edges:
                 threshold = torch.sort(graph.to_vector(eap_order), descending=True).values[candidates - 1]
                 start_removed = graph.valid & (eap_order < threshold)
         every = torch.ones(1, graph.n_senders, graph.n_receivers, dtype=torch.bool)
@@ -149,6 +152,7 @@ def acdc(model: HookedTransformer, task: Task, prompts: PromptSet, distance: Dis
         alive = kept[:, graph.head_senders.reshape(-1), :].any(-1).float() * taus.float()[:, None]
         node = alive.amax(0).reshape(graph.n_layers, graph.n_heads)
     n_candidates = graph.n_edges if start_removed is None else int((graph.valid & ~start_removed).sum())
+    n_tested = int(tested.sum())
     return BaselineResult(
         method="acdc", node_scores=node, edge_scores=graph.head_pairs(edge_tau),
         selected=selected_heads(node, selection),
@@ -158,9 +162,19 @@ def acdc(model: HookedTransformer, task: Task, prompts: PromptSet, distance: Dis
                  "taus": taus.tolist(), "edges_per_tau": [int(k.sum()) for k in kept],
                  "heads_per_tau": [int(k[graph.head_senders.reshape(-1)].any(-1).sum()) for k in kept],
                  "graph": graph.describe(), "bounded": bounded, "candidate_edges": n_candidates,
-                 "tested_edges": int(tested.sum()), "time_budget_s": time_budget,
+                 "tested_edges": n_tested, "time_budget_s": time_budget,
+                 "label": acdc_label(bounded, n_candidates, graph.n_edges, n_tested),
                  "score": "edge: largest tau of the sweep it survives (then EAP's order when bounded); "
                           "head: largest tau at which it keeps an outgoing edge (0: never)"})
+
+
+def acdc_label(bounded: bool, candidates: int, n_edges: int, tested: int) -> str:
+    """What an ACDC row is, for tables: full, or bounded (and how far a time budget let it get)."""
+    if not bounded:
+        return "ACDC"
+    scope = f"top {candidates} of {n_edges} edges by EAP" if candidates < n_edges else f"all {n_edges} edges"
+    stopped = f", time budget: tested {tested}" if tested < candidates else ""
+    return f"ACDC (bounded: {scope}{stopped})"
 
 
 def _rank01(graph: ComputeGraph, scores: torch.Tensor) -> torch.Tensor:
