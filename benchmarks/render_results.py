@@ -1,0 +1,850 @@
+"""docs/results.md, generated from benchmarks/results/**/*.json: every measured number is typed once, by the
+script that measured it, and this file only lays the JSON out (CI checks the committed page is up to date).
+
+    python benchmarks/render_results.py            # rewrite docs/results.md from the JSON
+    python benchmarks/render_results.py --check    # exit 1 if docs/results.md differs (what the test does)
+
+Adding a results file: make its script write `"written_by": {"script": ..., "command": ...}` at the top
+of the JSON (benchmarks/_report.emit does it for you), then add ONE function here:
+
+    @section("edge_level.json", "Edge-level CPR/CMD")
+    def _edge_level(files: Files) -> str:
+        data = only(files)                     # the parsed JSON (several when the pattern is a glob)
+        return table(["method", "CPR"], [[m, fmt(v["cpr"])] for m, v in data["methods"].items()])
+
+The pattern is a glob under benchmarks/results (`smollm2_compare/*/compare.json` hands the renderer every
+match, keyed by relative path, sorted); sections appear in the page in the order they are registered.
+Every results JSON must be claimed by exactly one section (tests/test_results_doc.py), and each section
+names the script and command that wrote its files. Helpers: `pm` (mean ± population std of a summary
+dict), `fmt`, `table`, `figure`. Output is deterministic (no dates, sorted paths), so regeneration is
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "results.md"
+Files = dict[str, Any]  # relative path under benchmarks/results -> parsed JSON
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Section:
+    pattern: str  # glob under benchmarks/results
+    title: str
+    render: Callable[[Files], str]  # matched files -> markdown body
+    anchor: str
+
+
+SECTIONS: list[Section] = []
+
+
+def section(
+    pattern: str, title: str, anchor: str = ""
+) -> Callable[[Callable[[Files], str]], Callable[[Files], str]]:
+    """Register the renderer of the results files matching `pattern` (one section of the page)."""
+
+    def register(render: Callable[[Files], str]) -> Callable[[Files], str]:
+        SECTIONS.append(Section(pattern, title, render, anchor or slug(title)))
+        return render
+
+    return register
+
+
+def slug(title: str) -> str:
+    """GitHub's heading anchor: lower case, spaces to '-', punctuation other than '-' and '_' dropped."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+# -- formatting helpers -------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def pm(summary: Any, digits: int = 3) -> str:
+    """A summary {mean, std[, values]} as 'mean ± std' (population std over seeds); one run: the mean."""
+    if summary is None:
+        return DASH
+    if not isinstance(summary, dict):
+        return fmt(summary, digits)
+    single = "values" in summary and len(summary["values"]) <= 1
+    if single or summary.get("std") is None:
+        return fmt(summary.get("mean"), digits)
+    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def figure(rel: str, caption: str) -> str:
+    """A link to a PNG under benchmarks/results, relative to docs/."""
+    return f"![{caption}](../benchmarks/results/{rel})"
+
+
+def only(files: Files) -> Any:
+    (data,) = files.values()
+    return data
+
+
+def written_by(files: Files) -> str:
+    lines = []
+    for rel, data in files.items():
+        wb = data.get("written_by") or {}
+        lines.append(f"`{rel}`: `{wb.get('command', '?')}` ({wb.get('script', '?')})")
+    return "Written by " + (
+        "; ".join(lines) if len(lines) == 1 else "\n" + "\n".join(f"- {x}" for x in lines)
+    )
+
+
+# -- sections -------------------------------------------------------------------------------------------
+# The order below is the order of the page.
+
+TASKS = ("ioi", "greaterthan", "docstring")
+COMPARE_COLUMNS = (
+    "node AUC",
+    "edge AUC",
+    "precision",
+    "recall",
+    "F1",
+    "CPR cf",
+    "CMD cf",
+    "CPR mean",
+    "CMD mean",
+    "fwd",
+    "bwd",
+    "seconds",
+)
+
+
+def compare_row(m: dict[str, Any]) -> list[str]:
+    return [
+        m["label"],
+        pm(m.get("node_roc_auc")),
+        pm(m.get("edge_roc_auc")),
+        pm(m.get("precision"), 2),
+        pm(m.get("recall"), 2),
+        pm(m.get("f1"), 2),
+        pm(m.get("cpr_counterfactual")),
+        pm(m.get("cmd_counterfactual")),
+        pm(m.get("cpr_mean")),
+        pm(m.get("cmd_mean")),
+        pm(m.get("forward_passes"), 1),
+        pm(m.get("backward_passes"), 1),
+        pm(m.get("seconds"), 1),
+    ]
+
+
+def floor_row(report: dict[str, Any], width: int) -> list[str] | None:
+    floor = (report.get("mib") or {}).get("random") or {}
+    if not floor:
+        return None
+    cells = [fmt(floor.get(i, {}).get(k)) for i in ("counterfactual", "mean") for k in ("cpr", "cmd")]
+    return ["random ranking", "0.5 (expected)", "", "", "", "", *cells, "", "", ""][:width]
+
+
+@section("compare/*/compare.json", "Does the method find the circuit? Bundled models")
+def _compare_tiny(files: Files) -> str:
+    parts = [
+        "Every method on the same model and prompts (`circuits compare`, 5 SAE seeds; the deterministic "
+        "baselines run once). Each method's circuit is picked by the same label-free rule (Otsu) on its "
+        "own scores, which is why the baselines often select one dominant head (precision 1, low "
+        "recall). CPR/CMD: MIB's faithfulness areas under counterfactual (cf) and mean ablation; the "
+        "random ranking is the floor. Mean ± population std over seeds."
+    ]
+    for task in TASKS:
+        rel = f"compare/{task}/compare.json"
+        if rel not in files:
+            continue
+        report = files[rel]
+        truth = report.get("ground_truth") or {}
+        rows = [compare_row(m) for m in report["methods"].values()]
+        floor = floor_row(report, len(COMPARE_COLUMNS) + 1)
+        if floor:
+            rows.append(floor)
+        parts.append(
+            f"**{report['model']}** (ground truth: {truth.get('n_heads', DASH)} heads, "
+            f"{truth.get('n_edges', DASH)} edges, {truth.get('source', DASH)})\n\n"
+            + table(["method", *COMPARE_COLUMNS], rows)
+            + "\n\n"
+            + figure(f"compare/{task}/roc.png", f"node ROC, {task}")
+            + " "
+            + figure(f"compare/{task}/faithfulness.png", f"faithfulness curves, {task}")
+        )
+    return "\n\n".join(parts)
+
+
+@section("quality.json", "Discrete-SAE settings on the bundled models")
+def _quality(files: Files) -> str:
+    data = only(files)
+    header = [
+        "setting",
+        "task",
+        "node AUC",
+        "edge AUC",
+        "precision",
+        "recall",
+        "F1",
+        "faithfulness",
+        "seconds",
+    ]
+    rows = []
+    for name, cfg in data["configs"].items():
+        c = cfg["config"]
+        label = f"{name} ({c['sae']} SAE, hook {c['hook']}, {c['steps']} steps)"
+        for task, entry in cfg["tasks"].items():
+            s = entry["summary"]
+            rows.append(
+                [
+                    label,
+                    f"{task} ({entry['model']})",
+                    pm(s["roc_auc"]),
+                    pm(s.get("edge_roc_auc")),
+                    pm(s["precision"], 2),
+                    pm(s["recall"], 2),
+                    pm(s["f1"], 2),
+                    pm(s.get("faithfulness"), 2),
+                    pm(s.get("seconds"), 1),
+                ]
+            )
+    return (
+        f"Defaults were chosen on {data['defaults_chosen_on']}. {data['seeds']} SAE seeds; faithfulness "
+        "with every head outside the circuit mean-ablated.\n\n" + table(header, rows)
+    )
+
+
+@section("stability.json", "Circuit stability across SAE seeds")
+def _stability(files: Files) -> str:
+    data = only(files)
+    rows = []
+    for task, entry in data["tasks"].items():
+        s = entry["stability"]
+        rows.append(
+            [
+                f"{task} ({entry['model']})",
+                pm(s["jaccard"]),
+                pm(s["circuit_size"], 1),
+                str(len(s["core_heads"])),
+                str(len(s["union_heads"])),
+                fmt(s.get("score_spearman_mean")),
+            ]
+        )
+    return (
+        f"{data['seeds']} SAE seeds at {data['config']['steps']} steps (the default before issue 14); "
+        "Jaccard of the selected circuits between seed pairs.\n\n"
+        + table(
+            ["task", "Jaccard", "circuit size", "heads in every circuit", "heads in any", "score Spearman"],
+            rows,
+        )
+        + "\n\n"
+        + " ".join(
+            figure(f"stability.{t}.{k}.png", f"{t} {k}") for t in TASKS for k in ("inclusion", "jaccard")
+        )
+    )
+
+
+@section("scoring_variants.json", "Scoring variants tried on tiny-ioi")
+def _scoring_variants(files: Files) -> str:
+    data = only(files)
+    rows = []
+    for r in data["rows"]:  # one SAE setting, several scores
+        setting = f"n_score {r['n_score']}"
+        rows += [[setting, score, pm(s)] for score, s in r["node_roc_auc"].items()]
+    for r in data["discretisation"]:  # codes = argmax latent x magnitude bins
+        setting = f"{r['sae']} SAE, hook {r['hook']}, position {r['position']}, score {r['score']}"
+        rows += [[setting, f"codes with {bins}", pm(s)] for bins, s in r["node_roc_auc"].items()]
+    return (
+        f"{data['model']}, {data['seeds']} seeds. None of these reaches node AUC 0.95 on tiny-ioi.\n\n"
+        + table(["setting", "score / codes", "node AUC"], rows)
+    )
+
+
+@section("steps_tradeoff.json", "How many SAE steps?")
+def _steps(files: Files) -> str:
+    data = only(files)
+    auc, speed, choice = data["node_roc_auc"], data["speed"], data["choice"]
+    rows = []
+    for steps in auc["ioi"]:
+        mark = " (default)" if int(steps) == choice["chosen"] else ""
+        rows.append(
+            [
+                f"{steps}{mark}",
+                *(pm(auc[t][steps]) for t in TASKS),
+                fmt(speed["steps"][steps]["sae_seconds"], 1),
+                fmt(speed["steps"][steps]["find_over_forward_estimate"], 2),
+            ]
+        )
+    return (
+        f"Node AUC over {data['seeds']} SAE seeds; SAE seconds and a find / forward estimate on "
+        f"{speed['model']}. The rule (read on ioi only): {choice['rule']}. It picks "
+        f"**{choice['chosen']}**. The other two tasks are reported, not used.\n\n"
+        + table(
+            [
+                "Adam steps",
+                "ioi AUC",
+                "greater-than AUC",
+                "docstring AUC",
+                "SAE seconds",
+                "find / forward (estimate)",
+            ],
+            rows,
+        )
+    )
+
+
+SMOLLM2_COLUMNS = [
+    "task",
+    "method",
+    "node AUC (mean GT)",
+    "node AUC (resample GT)",
+    "CPR cf",
+    "CMD cf",
+    "CPR mean",
+    "CMD mean",
+    "fwd",
+    "bwd",
+    "seconds",
+]
+
+
+@section("smollm2_compare/**/compare.json", "Every method on SmolLM2-135M")
+def _smollm2_compare(files: Files) -> str:
+    rows = []
+    settings = ""
+    for task in TASKS:
+        reports = [d for rel, d in files.items() if rel.split("/")[1] == task]
+        latest = {key: i for i, report in enumerate(reports) for key in report["methods"]}
+        for i, report in enumerate(reports):
+            settings = settings or json.dumps(report.get("benchmark", {}).get("settings", {}))
+            for key, m in report["methods"].items():
+                if latest[key] == i:
+                    rows.append(
+                        [
+                            task,
+                            m["label"],
+                            pm(m.get("node_roc_auc")),
+                            pm(m.get("node_roc_auc_resample")),
+                            pm(m.get("cpr_counterfactual")),
+                            pm(m.get("cmd_counterfactual")),
+                            pm(m.get("cpr_mean")),
+                            pm(m.get("cmd_mean")),
+                            pm(m["forward_passes"], 1),
+                            pm(m["backward_passes"], 1),
+                            pm(m["seconds"], 0),
+                        ]
+                    )
+        first = reports[0] if reports else {}
+        floor = (first.get("mib") or {}).get("random") or {}
+        if floor:
+            rows.append(
+                [
+                    task,
+                    "random ranking",
+                    "0.5 (expected)",
+                    "0.5 (expected)",
+                    *(
+                        fmt(floor.get(i, {}).get(k))
+                        for i in ("counterfactual", "mean")
+                        for k in ("cpr", "cmd")
+                    ),
+                    DASH,
+                    DASH,
+                    DASH,
+                ]
+            )
+        est = first.get("acdc_estimate")
+        if est:
+            rows.append(
+                [
+                    task,
+                    "ACDC (not run)",
+                    DASH,
+                    DASH,
+                    DASH,
+                    DASH,
+                    DASH,
+                    DASH,
+                    f"≥ {est['edges']:,} forwards over {est['prompts']} prompts",
+                    DASH,
+                    f"≥ {est['lower_bound_seconds'] / 3600:.1f} h",
+                ]
+            )
+    return (
+        "Settings fixed before any run, the same for the three tasks: " + f"`{settings}`. "
+        "Passes in units of one pass over the scoring pairs; seconds are wall clock on a shared machine "
+        "(compare them within a task only). ACDC's head-level graph was not run: its lower-bound time is "
+        "shown. The ground truths were searched on few prompts (`circuits zoo list`), so the AUCs are "
+        "noisy; CPR/CMD need no ground truth.\n\n"
+        + table(SMOLLM2_COLUMNS, rows)
+        + "\n\n"
+        + " ".join(figure(f"smollm2_compare/{t}/faithfulness.png", f"faithfulness, {t}") for t in TASKS)
+    )
+
+
+@section("variants/choice.json", "Variants under a pre-written rule (issue 17): the choice")
+def _variants_choice(files: Files) -> str:
+    data = only(files)
+    gains = data.get("mean_gain") or {}
+    rows = [[k, fmt(v), fmt(bool((data.get("eligible") or {}).get(k)))] for k, v in gains.items()]
+    return (
+        f"The rule: {data['rule']}\n\nDevelopment cases: {', '.join(data['development_cases'])}. "
+        f"Winner: **{data.get('winner')}**; beats the paper's method on both development cases: "
+        f"{fmt(data.get('winner_beats_paper_on_both'))}; default: **{data.get('default')}**.\n\n"
+        + table(["candidate", "mean development gain", "eligible (≤ 3 passes)"], rows)
+    )
+
+
+@section("variants/summary.json", "Variants: every case, every method")
+def _variants_summary(files: Files) -> str:
+    data = only(files)
+    rows = []
+    for case, c in data["cases"].items():
+        for m in c["methods"].values():
+            rows.append(
+                [
+                    case,
+                    c["role"],
+                    m["label"],
+                    pm(m.get("cpr_counterfactual")),
+                    pm(m.get("cmd_counterfactual")),
+                    pm(m.get("cpr_mean")),
+                    pm(m.get("node_roc_auc")),
+                    pm(m.get("node_roc_auc_resample")),
+                    fmt(m.get("passes"), 1),
+                    "yes" if m.get("pareto") else "",
+                ]
+            )
+        floor = c.get("random") or {}
+        if floor:
+            rows.append(
+                [
+                    case,
+                    c["role"],
+                    "random ranking",
+                    fmt(floor["counterfactual"]["cpr"]),
+                    fmt(floor["counterfactual"]["cmd"]),
+                    fmt(floor["mean"]["cpr"]),
+                    "0.5",
+                    "0.5",
+                    "0",
+                    "",
+                ]
+            )
+    return (
+        f"Spread: {data['std']}. Variants the rule did not pick did better on some test cases; they are "
+        "reported, not switched to (that would be choosing on the test cases).\n\n"
+        + table(
+            [
+                "case",
+                "role",
+                "method",
+                "CPR cf",
+                "CMD cf",
+                "CPR mean",
+                "node AUC",
+                "AUC (resample GT)",
+                "passes",
+                "Pareto",
+            ],
+            rows,
+        )
+    )
+
+
+@section("variants/tiny-*/compare.json", "Variants on the bundled models (raw runs)")
+def _variants_tiny(files: Files) -> str:
+    parts = []
+    for report in files.values():
+        rows = [compare_row(m) for m in report["methods"].values()]
+        floor = floor_row(report, len(COMPARE_COLUMNS) + 1)
+        if floor:
+            rows.append(floor)
+        parts.append(f"**{report['model']}**\n\n" + table(["method", *COMPARE_COLUMNS], rows))
+    return "\n\n".join(parts)
+
+
+@section("edge_prune.json", "Edge-level methods: EAP, EAP-IG, edge-prune, ensemble")
+def _edge_prune(files: Files) -> str:
+    data = only(files)
+    rows = []
+    for r in data["results"]:
+        for key, m in r["methods"].items():
+            rows.append(
+                [
+                    r["model"],
+                    key,
+                    pm(m.get("cpr")),
+                    pm(m.get("cmd")),
+                    pm(m.get("forward"), 0) if "forward" in m else DASH,
+                    pm(m.get("backward"), 0) if "backward" in m else DASH,
+                    pm(m.get("seconds"), 1) if "seconds" in m else DASH,
+                ]
+            )
+    s = data["settings"]
+    return (
+        f"{data['what']} Intervention: {data['intervention']}; {s['n_train']} training and {s['n_eval']} "
+        f"held-out prompts; edge-prune over {s['seeds']} seeds ({s['std']}).\n\n"
+        + table(["model", "method", "edge CPR", "edge CMD", "fwd", "bwd", "seconds"], rows)
+    )
+
+
+@section("speed.json", "How fast?")
+def _speed(files: Files) -> str:
+    data = only(files)
+    crit = [
+        [name, fmt(c["value"]), "**met**" if c["met"] else "not met"] for name, c in data["criteria"].items()
+    ]
+    fwd, find = data["forward_seconds"], data["find_seconds"]
+    stages = [[k, fmt(v, 2), fmt(v / fwd, 3)] for k, v in find.items()]
+    stages.append(["one plain forward pass over the same prompts", fmt(fwd, 2), "1"])
+    if data.get("eap_seconds"):
+        p = data["eap_passes"]
+        stages.append(
+            [
+                f"EAP ({p['forward']:g} forward + {p['backward']:g} backward)",
+                fmt(data["eap_seconds"], 1),
+                fmt(data["eap_seconds"] / fwd, 2),
+            ]
+        )
+    r = data["ratios"]
+    text = (
+        f"{data['model']}, {data['task']}, {data['n_train']} + {data['n_score']} + {data['n_score']} "
+        f"prompts of {data['seq_len']} tokens; {data['repeats']} interleaved rounds. Statistic: "
+        f"{data['statistic']}\n\n"
+        + table(["target", "measured", ""], crit)
+        + "\n\n"
+        + table(["stage of `circuits find` (median)", "seconds", "× one forward pass"], stages)
+        + f"\n\nfind / forward per round: {', '.join(fmt(x, 2) for x in r['find_over_forward_per_round'])}; "
+        f"paired median **{fmt(r['find_over_forward_paired'], 2)}**, median over median "
+        f"{fmt(r['find_over_forward'], 3)}, find / EAP {fmt(r.get('find_over_eap'), 2)}."
+    )
+    for c in data.get("contended") or []:
+        s = c["seconds"]
+        text += (
+            f"\n\nBusy CPU ({c['model']}): find contended / alone "
+            f"**{fmt(c['ratios']['find_contended_over_alone'], 2)}**"
+            f" ({fmt(s['find_alone'], 2)} s alone, {fmt(s['find_contended'], 2)} s beside a second torch "
+            f"process; forward {fmt(c['ratios']['forward_contended_over_alone'], 2)})."
+        )
+    mem = data.get("memory")
+    if mem:
+        rows = [[fmt(run["n_score"]), fmt(run["peak_rss_mib"], 0)] for run in mem["runs"]]
+        text += (
+            f"\n\nPeak RSS of find's activation stage ({mem['malloc']}); max / min "
+            f"{fmt(mem['peak_rss_max_over_min'], 3)}:\n\n" + table(["n_score", "peak RSS MiB"], rows)
+        )
+    sh = data.get("sharded_find")
+    if sh:
+        text += (
+            f"\n\nSharded find: `{sh['command']}` on {sh['processes']} processes ({sh['backend']}) "
+            f"equals one process: {fmt(sh['equal'])} (max |score difference| {sh['max_abs_score_diff']:g})."
+        )
+    tp = (data.get("sae_throughput") or {}).get("results") or {}
+    if tp:
+        text += (
+            "\n\nSAE training throughput over SAELens: "
+            + ", ".join(f"{a} {fmt(v['ours_over_saelens'], 2)}" for a, v in tp.items())
+            + "."
+        )
+    return text
+
+
+@section("speed_find_forward_replicate.json", "find / forward: a replicate")
+def _speed_replicate(files: Files) -> str:
+    r = only(files)["ratios"]
+    return (
+        "Only the find / forward rounds, run again: paired median "
+        f"**{fmt(r['find_over_forward_paired'], 2)}**, "
+        f"median over median {fmt(r['find_over_forward'], 2)}; rounds "
+        f"{', '.join(fmt(x, 2) for x in r['find_over_forward_per_round'])}."
+    )
+
+
+@section("memory.json", "Memory: streamed codes against held activations")
+def _memory(files: Files) -> str:
+    data = only(files)
+    rows = [
+        [run["mode"], fmt(run["n_score"]), fmt(run["peak_rss_mib"], 0), fmt(run.get("seconds"), 1)]
+        for run in data["runs"]
+    ]
+    return (
+        f"{data['what']}; {data['model']}, {data['malloc']}.\n\n"
+        + table(["mode", "n_score", "peak RSS MiB", "seconds"], rows)
+        + "\n\n"
+        + figure("memory.png", "peak RSS against n_score")
+    )
+
+
+@section("heap_threshold.json", "A fixed mmap threshold (CIRCUITS_BOUND_HEAP)")
+def _heap(files: Files) -> str:
+    data = only(files)
+    return (
+        f"{data['what']}. Bound / default forward time, median over rounds: "
+        f"**{fmt(data['bound_over_default_median'], 2)}**. {data['conclusion']}"
+    )
+
+
+@section("sae_throughput.json", "SAE training throughput")
+def _sae_throughput(files: Files) -> str:
+    data = only(files)
+    rows = [
+        [
+            arch,
+            fmt(r["rows_per_second"], 0),
+            fmt(r["saelens_rows_per_second"], 0),
+            fmt(r["ours_over_saelens"], 2),
+        ]
+        for arch, r in data["results"].items()
+    ]
+    size = data["size"]
+    return (
+        f"{data['what']}; d_in {size['d_in']}, d_sae {size['d_sae']}, batch {size['batch']}; SAELens "
+        f"{data['saelens']}. {data['statistic']}\n\n"
+        + table(["architecture", "ours rows/s", "SAELens rows/s", "ours / SAELens"], rows)
+    )
+
+
+@section("sae_frontier.json", "SAE core on synthetic data: Gated vs ReLU+L1")
+def _sae_frontier(files: Files) -> str:
+    data = only(files)
+    rows = []
+    for level in data["gated_claim"]["relu"]["levels"]:
+        rows.append(
+            [
+                fmt(level["fvu"], 2),
+                fmt(level.get("l0_relu"), 2),
+                fmt(level.get("l0_gated"), 2),
+                fmt(level.get("gated_over_baseline"), 2),
+                fmt(level.get("claim_holds")),
+            ]
+        )
+    return (
+        f"{data['question']} {data['seeds']} seeds; {data['definitions']['claim_check']}. Verdict: "
+        f"{data['gated_claim']['relu']['verdict']}.\n\n"
+        + table(["FVU", "L0 ReLU", "L0 Gated", "Gated / ReLU", "holds"], rows)
+        + "\n\n"
+        + figure("sae_frontier.png", "L0 against FVU")
+    )
+
+
+@section("seed_consistency.json", "Latents shared across seeds (synthetic)")
+def _seed_consistency(files: Files) -> str:
+    data = only(files)
+    rows = [
+        [
+            fmt(s["d_sae"]),
+            fmt(s["relu_l0"], 2),
+            fmt(s["topk_l0"], 2),
+            pm(s["relu_decoder_shared"]),
+            pm(s["topk_decoder_shared"]),
+            pm(s["topk_decoder_shared_alive"]),
+            s["decoder_verdict"],
+            s["decoder_alive_verdict"],
+        ]
+        for s in data["summary"]
+    ]
+    return f"{data['claim']}. Cosine ≥ {data['threshold']}, {data['sae_seeds']} SAE seeds.\n\n" + table(
+        [
+            "d_sae",
+            "L0 ReLU",
+            "L0 TopK",
+            "shared ReLU",
+            "shared TopK",
+            "shared TopK (live)",
+            "verdict",
+            "verdict (live latents)",
+        ],
+        rows,
+    )
+
+
+@section("absorption.json", "Feature absorption (synthetic and first-letter toy)")
+def _absorption(files: Files) -> str:
+    data = only(files)
+    trends = data["synthetic"]["trends"]
+    rows = [
+        [
+            arch,
+            ", ".join(fmt(x, 1) for x in t["l0"]),
+            ", ".join(fmt(x, 2) for x in t["absorption_rate"]),
+            fmt(t["spearman_l0_vs_absorption"], 2),
+        ]
+        for arch, t in trends.items()
+    ]
+    return "Absorption on hierarchical synthetic data falls as L0 rises.\n\n" + table(
+        ["SAE", "L0", "absorption rate", "Spearman(L0, absorption)"], rows
+    )
+
+
+@section("smollm2_gated_vs_relu.json", "SmolLM2-135M: Gated vs ReLU+L1")
+def _smollm2_gated(files: Files) -> str:
+    data = only(files)
+    rows = [
+        [
+            fmt(x["fvu"], 2),
+            fmt(x.get("l0_relu"), 1),
+            fmt(x.get("l0_gated"), 1),
+            pm(x.get("ratio_per_seed_mean_std"), 2),
+        ]
+        for x in data["gated_over_relu_l0_at_equal_fvu"]
+    ]
+    claims = "; ".join(f"{k}: {v}" for k, v in data["claims"].items())
+    verdict = data["verdict"]
+    return (
+        f"Claims: {claims}.\n\nVerdict: {verdict['l0_ratio']}; shrinkage: Gated closer to 1 at every "
+        f"point: {fmt(verdict['shrinkage']['gated_closer_to_1_at_every_point'])}.\n\n"
+        + table(["FVU", "L0 ReLU", "L0 Gated", "Gated / ReLU (per seed)"], rows)
+        + "\n\n"
+        + figure("smollm2_gated_vs_relu.png", "SmolLM2 frontier")
+    )
+
+
+@section("smollm2_seed_dependence.json", "SmolLM2-135M: latents shared across seeds")
+def _smollm2_seeds(files: Files) -> str:
+    data = only(files)
+    rows = [
+        [
+            fmt(s["d_sae"]),
+            fmt(s["topk_k"]),
+            pm(s["relu"]["l0"], 1),
+            pm(s["relu"]["decoder"]),
+            pm(s["topk"]["decoder"]),
+            pm(s["relu"]["encoder"]),
+            pm(s["topk"]["encoder"]),
+            pm(s["topk"]["dead_fraction"], 2),
+            s["verdict"]["decoder"],
+        ]
+        for s in data["summary"]
+    ]
+    claims = "; ".join(f"{k}: {v}" for k, v in data["claims"].items())
+    return f"Claims: {claims}.\n\n" + table(
+        [
+            "d_sae",
+            "TopK k",
+            "L0 ReLU",
+            "decoder shared ReLU",
+            "decoder shared TopK",
+            "encoder shared ReLU",
+            "encoder shared TopK",
+            "TopK dead",
+            "verdict",
+        ],
+        rows,
+    )
+
+
+@section("smollm2_absorption.json", "SmolLM2-135M: first-letter absorption")
+def _smollm2_absorption(files: Files) -> str:
+    data = only(files)
+    claims = "; ".join(f"{k}: {v}" for k, v in data["claims"].items())
+    v = data["verdict"]
+    return (
+        f"Claims: {claims}.\n\nAbsorption present: "
+        + ", ".join(f"{k} {fmt(x)}" for k, x in v["absorption_present"].items())
+        + f"; Matryoshka below TopK: {fmt(v['matryoshka_below_topk'])}; below ReLU: "
+        f"{fmt(v['matryoshka_below_relu'])} ({v['rule']}).\n\n"
+        + figure("smollm2_absorption.png", "absorption")
+    )
+
+
+@section("gemma_check.json", "Gemma 3 270M: loads and solves the tasks")
+def _gemma(files: Files) -> str:
+    data = only(files)
+    rows = [
+        [
+            task,
+            fmt(t.get("solves")),
+            fmt(t.get("positive_accuracy"), 2),
+            fmt(t.get("negative_fraction_metric_positive"), 2),
+        ]
+        for task, t in data["tasks"].items()
+    ]
+    lv = data["logits_vs_transformers"]
+    return (
+        f"{data['model']} ({data['licence']}); logits against transformers: max |diff| "
+        f"{lv['max_abs_diff_short']:.1e} (short prompts), {lv['max_abs_diff_long']:.1e} (long); first load "
+        f"{fmt(data['load_seconds']['first'], 0)} s, cached "
+        f"{fmt(data['load_seconds']['cached_same_process'], 1)} s.\n\n"
+        + table(["task", "solves", "accuracy (positives)", "negatives with metric > 0"], rows)
+    )
+
+
+# -- the page -----------------------------------------------------------------------------------------
+
+HEADER = """# Measured numbers
+
+<!-- GENERATED by benchmarks/render_results.py from benchmarks/results/**/*.json: do not edit by hand. -->
+
+Every number on this page is read from a JSON file under `benchmarks/results/`, written by the script
+named under each section (rerun it to refresh the file, then `python benchmarks/render_results.py`).
+"± x" is the mean ± the **population standard deviation** (ddof = 0) over the stated seeds
+(`circuits/stats.py`). Timings come from a shared 2-core CPU machine: read ratios, not seconds.
+"""
+
+
+def result_files(root: Path = RESULTS) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.json"))
+
+
+def claimed(pattern: str, rels: list[str]) -> list[str]:
+    """The files a section's glob matches (`**/` also matches no folder at all)."""
+    alt = pattern.replace("**/", "")
+    return [r for r in rels if fnmatch.fnmatch(r, pattern) or fnmatch.fnmatch(r, alt)]
+
+
+def render(root: Path = RESULTS) -> str:
+    rels = result_files(root)
+    toc, body = [], []
+    for sec in SECTIONS:
+        matched = claimed(sec.pattern, rels)
+        if not matched:
+            continue
+        files = {rel: json.loads((root / rel).read_text()) for rel in matched}
+        toc.append(f"- [{sec.title}](#{sec.anchor})")
+        body.append(f"## {sec.title}\n\n{sec.render(files).rstrip()}\n\n{written_by(files)}\n")
+    return HEADER + "\n" + "\n".join(toc) + "\n\n" + "\n".join(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md is out of date")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        current = DOC.read_text() if DOC.exists() else ""
+        if current != text:
+            sys.exit("docs/results.md is out of date: run python benchmarks/render_results.py")
+        return
+    DOC.parent.mkdir(exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    from circuits.atomic import atomic_write_text
+
+    atomic_write_text(DOC, text)
+    print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

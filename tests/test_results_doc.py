@@ -1,0 +1,59 @@
+"""docs/results.md is generated from benchmarks/results (benchmarks/render_results.py): the committed page
+must equal a fresh rendering, and every results file must say who wrote it and be shown in one section."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _renderer():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "benchmarks" / "render_results.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["render_results"] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_results_page_is_what_the_json_renders_to():
+    rr = _renderer()
+    assert rr.DOC.read_text() == rr.render(), (
+        "docs/results.md is out of date: run python benchmarks/render_results.py and commit it")
+
+
+def test_every_results_file_names_its_writer_and_has_exactly_one_section():
+    import json
+
+    rr = _renderer()
+    rels = rr.result_files()
+    assert rels
+    for rel in rels:
+        wb = json.loads((rr.RESULTS / rel).read_text()).get("written_by")
+        assert isinstance(wb, dict) and wb.get("command"), f"{rel}: no written_by.command"
+        assert (ROOT / wb["script"]).is_file(), f"{rel}: written_by.script {wb.get('script')} does not exist"
+        owners = [s.pattern for s in rr.SECTIONS if rel in rr.claimed(s.pattern, rels)]
+        assert len(owners) == 1, f"{rel}: claimed by {owners or 'no section'} (add one @section renderer)"
+
+
+def test_a_new_section_is_one_function_and_the_page_is_deterministic(tmp_path):
+    rr = _renderer()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "new.json").write_text(
+        '{"written_by": {"script": "s.py", "command": "c"}, '
+        '"x": {"mean": 0.5, "std": 0.25, "values": [0.25, 0.75]}}')
+    before = len(rr.SECTIONS)
+    try:
+        @rr.section("sub/*.json", "A new table")
+        def _new(files):
+            return rr.table(["x"], [[rr.pm(rr.only(files)["x"])]])
+
+        page = rr.render(tmp_path)
+    finally:
+        del rr.SECTIONS[before:]
+    assert "## A new table" in page and "| 0.500 ± 0.250 |" in page and "`c` (s.py)" in page
+    assert "[A new table](#a-new-table)" in page
+    assert rr.render(tmp_path) != page  # the section is gone again once unregistered
