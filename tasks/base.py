@@ -188,3 +188,28 @@ class Task(Protocol):
     def ground_truth(self, model_name: str) -> GroundTruth | None:
         """Published ground truth for `model_name`, or None."""
         ...
+
+    # Optional (not part of the protocol, so a task without it still is a Task): `positions(prompts) ->
+    # dict[str, Tensor [n]]`, the token positions the task's structure names in each positive prompt (IOI:
+    # IO, S1, S2). Read through `named_positions`, which gives {} for a task that names none.
+
+
+def named_positions(task: Task, prompts: PromptSet) -> dict[str, torch.Tensor]:
+    """name -> [n] long position in each positive prompt, as the task names them (its optional `positions`
+    method); {} when it names none. Explanations read a head's attention onto these positions."""
+    hook = getattr(task, "positions", None)
+    if hook is None:
+        return {}
+    found = hook(prompts)
+    n, seq = len(prompts), prompts.seq_len
+    for name, pos in found.items():
+        if pos.shape != (n,) or bool(((pos < 0) | (pos >= seq)).any()):
+            raise CircuitsError(f"task {task.name}: position '{name}' must be [n] indices into the prompt")
+    return {str(k): v.long() for k, v in found.items()}
+
+
+def first_change(prompts: PromptSet) -> torch.Tensor:
+    """[n] the first position where each positive prompt differs from its corruption (0 when none does):
+    where the cue the corruption removes starts."""
+    differs = prompts.positive != prompts.negative  # [n, seq]
+    return torch.where(differs.any(1), differs.int().argmax(1), 0)

@@ -50,7 +50,7 @@ from circuits.errors import CircuitsError
 from circuits.jsonio import read_json
 from circuits.tokenizer import Tokenizer, WordTokenizer, split_pieces
 from tasks._common import single_token
-from tasks.base import GroundTruth, Head, PromptSet
+from tasks.base import GroundTruth, Head, PromptSet, first_change
 
 FIELDS: dict[str, tuple[str, ...]] = {  # our name first, then accepted aliases (auto-circuit's)
     "positive": ("positive", "clean"),
@@ -177,6 +177,11 @@ class CustomTask:
     def ground_truth(self, model_name: str) -> GroundTruth | None:
         """The file's ground truth, whatever the model (the researcher vouches for it)."""
         return self.truth
+
+    def positions(self, prompts: PromptSet) -> dict[str, torch.Tensor]:
+        """The first token the corruption changes (tasks.base.named_positions): the one place every pair
+        of a file names, whatever its templates."""
+        return {"changed token": first_change(prompts)}
 
     # -- reporting -------------------------------------------------------------------------------
 

@@ -99,6 +99,21 @@ class DocstringTask:
     def ground_truth(self, model_name: str) -> GroundTruth | None:
         return DOCSTRING_TRUTH if model_name == self.published_model else None
 
+    def positions(self, prompts: PromptSet) -> dict[str, torch.Tensor]:
+        """The argument names (tasks.base.named_positions): the answer in the def, and the two documented
+        names in the docstring (their last occurrence). `wrong` is the def's names without the answer, so
+        wrong[:, 2] and wrong[:, 3] are the documented ones."""
+        return {"answer (def)": _last(prompts.positive, prompts.answer),
+                "param 1 (doc)": _last(prompts.positive, prompts.wrong[:, 2]),
+                "param 2 (doc)": _last(prompts.positive, prompts.wrong[:, 3])}
+
+
+def _last(tokens: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """tokens: [n, seq], token: [n] -> [n] the last position holding `token` (0 when absent)."""
+    hits = tokens == token[:, None]  # [n, seq]
+    positions = torch.arange(tokens.shape[1])
+    return torch.where(hits, positions, 0).max(1).values
+
 
 def _render(fn: str, def_args: list[str], doc_args: list[str], words: list[str]) -> str:
     a = dict(zip(("a1", "a2", "a3", "a4", "a5", "a6"), def_args, strict=True))

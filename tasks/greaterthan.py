@@ -45,7 +45,7 @@ from tasks._common import (
     word_vocabulary,
 )
 from tasks._vocab import EVENT_NOUNS, FILLER_WORDS, unique
-from tasks.base import GroundTruth, PromptSet, edges_from_classes
+from tasks.base import GroundTruth, PromptSet, edges_from_classes, first_change
 
 TEMPLATE = "The {noun} lasted from the year {XX}{YY} to the year {XX}"
 CENTURIES = tuple(range(11, 18))  # XX: 1102..1798
@@ -114,6 +114,11 @@ class GreaterThanTask:
 
     def ground_truth(self, model_name: str) -> GroundTruth | None:
         return GREATERTHAN_GPT2_TRUTH if model_name in GPT2_NAMES else None
+
+    def positions(self, prompts: PromptSet) -> dict[str, torch.Tensor]:
+        """The start year's YY (two-digit form) or tens digit (digit form): the first token the XX01
+        corruption changes (tasks.base.named_positions)."""
+        return {"start year": first_change(prompts)}
 
 
 def two_digit_tokens(tokenizer: Tokenizer) -> list[int]:

@@ -105,6 +105,12 @@ class IOITask:
     def ground_truth(self, model_name: str) -> GroundTruth | None:
         return IOI_GPT2_TRUTH if model_name in GPT2_NAMES else None
 
+    def positions(self, prompts: PromptSet) -> dict[str, torch.Tensor]:
+        """IO, S1 and S2 (tasks.base.named_positions), from the positions `prompts` builds in `extra`."""
+        if "io_pos" not in prompts.extra:
+            prompts = _with_positions(prompts)
+        return {"IO": prompts.extra["io_pos"], "S1": prompts.extra["s1_pos"], "S2": prompts.extra["s2_pos"]}
+
 
 def _fill(template: str, a: str, b1: str, b2: str, place: str, obj: str) -> str:
     """Fill a template: {A} once, the first {B} with b1 and the second with b2."""
