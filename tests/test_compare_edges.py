@@ -1,0 +1,53 @@
+"""compare at edge level: every method gets edge CPR / CMD on the residual-stream graph, and ACDC says how far
+it searched."""
+
+from __future__ import annotations
+
+import pytest
+from test_compare import FAST_FIND
+
+from circuits.compare import CompareConfig, compare_methods
+from circuits.edges.graph import ComputeGraph
+from circuits.errors import CircuitsError
+
+
+def test_every_method_gets_edge_cpr_cmd_and_bounded_acdc_is_labelled(planted):
+    task, loaded, _ = planted
+    n_edges = ComputeGraph.of(loaded.model).n_edges
+    config = CompareConfig(methods=("eap", "patching-mean", "acdc"), seeds=1, find=FAST_FIND, acdc_prompts=8,
+                           acdc_edges=6, mib_prompts=8, mib_random=2)
+    report = compare_methods(task, loaded, config)
+    edge = report["edge_mib"]
+    assert edge["n_edges"] == n_edges and set(edge["random"]) == {"counterfactual", "mean"}
+    methods = report["methods"]
+    assert methods["eap"]["edge_scores_from"] == "edges" and methods["acdc"]["edge_scores_from"] == "edges"
+    assert methods["patching-mean"]["edge_scores_from"] == "node-derived"
+    for m in methods.values():
+        for key in ("edge_cpr_counterfactual", "edge_cmd_counterfactual", "edge_cpr_mean", "edge_cmd_mean"):
+            assert m[key] is not None and m[key]["mean"] == pytest.approx(m["runs"][0][
+                f"edge_mib_{key.split('_')[-1]}"][key.split("_")[1]])
+    acdc = methods["acdc"]
+    details = acdc["runs"][0]["details"]
+    assert details["bounded"] and details["candidate_edges"] >= 6 and details["tested_edges"] <= \
+        details["candidate_edges"] < n_edges
+    assert acdc["label"].startswith("ACDC (bounded: top") and f"of {n_edges} edges" in acdc["label"]
+    # every edge kept (p = 1) is the full model whatever the ranking
+    for scored in edge["interventions"]["counterfactual"]["rankings"].values():
+        assert scored["faithfulness"][-1] == pytest.approx(1.0)
+
+
+def test_unbounded_acdc_and_edge_level_off(planted):
+    task, loaded, _ = planted
+    config = CompareConfig(methods=("acdc",), seeds=1, find=FAST_FIND, acdc_prompts=4, acdc_edges=0,
+                           mib_prompts=4, mib_random=0, edge_mib=False)
+    report = compare_methods(task, loaded, config)
+    assert report["edge_mib"] is None and "edge_cpr_counterfactual" not in report["methods"]["acdc"]
+    assert report["methods"]["acdc"]["label"] == "ACDC"
+    assert not report["methods"]["acdc"]["runs"][0]["details"]["bounded"]
+
+
+@pytest.mark.parametrize("field, value, message", [("acdc_edges", -1, "--acdc-edges"),
+                                                   ("acdc_budget", 0.0, "--acdc-budget")])
+def test_bad_acdc_bounds_are_one_line_errors(field, value, message):
+    with pytest.raises(CircuitsError, match=message):
+        CompareConfig(methods=("acdc",), **{field: value}).validate()
