@@ -13,6 +13,7 @@ import typer
 from circuits.cli.compare import compare
 from circuits.cli.corpus import corpus_app
 from circuits.cli.evaluate import evaluate
+from circuits.cli.explain import explain
 from circuits.cli.find import find
 from circuits.cli.report import report
 from circuits.cli.sae import sae_app
@@ -30,6 +31,7 @@ def _root() -> None:
 app.command()(find)
 app.command()(compare)
 app.command()(evaluate)
+app.command()(explain)
 app.command()(report)
 app.add_typer(sae_app, name="sae")
 app.add_typer(zoo_app, name="zoo")

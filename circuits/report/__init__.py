@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from circuits.atomic import atomic_write_bytes
 from circuits.errors import CircuitsError
 from circuits.jsonio import read_json
+from circuits.report.explain import explain_html
 
 
 class ReportError(CircuitsError):
@@ -396,6 +397,9 @@ def render_html(payload: dict[str, Any], figures: list[ReportFigure]) -> str:
     if payload.get("faithfulness"):
         sections += ["<h2>Faithfulness</h2>", _kv_table(_scalars(payload["faithfulness"]))]
     sections += ["<h2>Circuit heads</h2>", _circuit_table(payload)]
+    explained = explain_html(payload)
+    if explained:
+        sections += ["<h2>What each head does</h2>", explained]
     stability = _stability_html(payload)
     if stability:
         sections += ["<h2>Stability across SAE seeds</h2>", stability]
