@@ -21,6 +21,7 @@ from circuits.cli.common import (
     config_option,
     out,
     print_json,
+    progress_callback,
     progress_display,
     user_errors,
 )
@@ -79,6 +80,9 @@ def find(
                                             help="write an HTML report here (figures also as PNG beside it)"),
     n_seeds: int = typer.Option(1, "--seeds", help="run N SAE seeds (from --seed) and report circuit "
                                                    "stability across them"),
+    explain: bool = typer.Option(False, "--explain", help="explain each circuit head (codes, attention, "
+                                                          "direct effect, a causal check per code; see "
+                                                          "`circuits explain`)"),
     check_task: bool = typer.Option(True, help="first measure the model's accuracy on 20 held-out prompts "
                                                "and refuse a model that does not solve the task "
                                                "(skipped for random:<arch> models)"),
@@ -151,6 +155,13 @@ def find(
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun every rank holds the same result: rank 0 alone writes and prints
     payload = result.to_json()
+    if explain:
+        from circuits.explain.run import explain_payload
+
+        if not result.circuit:
+            raise CircuitsError("--explain: the circuit is empty: nothing to explain")
+        with progress_display() as bar:
+            payload["explain"] = explain_payload(task_obj, loaded, payload, progress=progress_callback(bar))
     if out_dir is not None:
         payload["files"] = export_graph(result.graph, out_dir)
         if payload.get("stability"):
@@ -276,6 +287,10 @@ def _render(payload: dict[str, Any]) -> None:
         drops = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in info["dropped"].items())
         out.print(f"task file: {info['usable_pairs']} of {info['pairs_in_file']} pairs usable"
                       + (f" (dropped: {drops})" if drops else ""))
+    if payload.get("explain"):
+        from circuits.cli.explain import render_explain
+
+        render_explain(payload["explain"])
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in payload["timings"].items())
     out.print(f"timings: {timings}")
     if payload.get("files"):
