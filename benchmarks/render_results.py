@@ -1,8 +1,8 @@
 """docs/results.md, generated from benchmarks/results/**/*.json: every measured number is typed once, by the
 script that measured it, and this file only lays the JSON out (CI checks the committed page is up to date).
 
-    python benchmarks/render_results.py            # rewrite docs/results.md from the JSON
-    python benchmarks/render_results.py --check    # exit 1 if docs/results.md differs (what the test does)
+    python benchmarks/render_results.py            # rewrite docs/results.md (and README's standing table)
+    python benchmarks/render_results.py --check    # exit 1 if either differs (what the test checks)
 
 Adding a results file: make its script write `"written_by": {"script": ..., "command": ...}` at the top
 of the JSON (benchmarks/_report.emit does it for you), then add ONE function here:
@@ -792,6 +792,86 @@ def _gemma(files: Files) -> str:
     )
 
 
+# -- README's "where the method stands" table (between the markers below; checked like the page) --------
+
+README = ROOT / "README.md"
+BEGIN, END = "<!-- BEGIN results:standing (generated) -->", "<!-- END results:standing -->"
+STANDING_CASES = (
+    ("tiny-ioi", "compare/ioi/compare.json"),
+    ("tiny-greaterthan", "compare/greaterthan/compare.json"),
+    ("tiny-docstring", "compare/docstring/compare.json"),
+    ("SmolLM2 IOI", "smollm2_compare/ioi/compare.json"),
+    ("SmolLM2 greater-than", "smollm2_compare/greaterthan/compare.json"),
+    ("SmolLM2 docstring", "smollm2_compare/docstring/compare.json"),
+)
+STANDING_SECTIONS = {
+    "compare/": "compare/*/compare.json",
+    "smollm2_compare/": "smollm2_compare/**/compare.json",
+}
+
+
+def _cpr(methods: dict[str, Any], *keys: str) -> str:
+    """The best mean CPR (counterfactual) among `keys` present in a compare report, with its spread."""
+    found = [methods[k] for k in keys if k in methods and methods[k].get("cpr_counterfactual")]
+    if not found:
+        return "not run"
+    best = max(found, key=lambda m: m["cpr_counterfactual"]["mean"])
+    return pm(best["cpr_counterfactual"], 2)
+
+
+def standing(root: Path = RESULTS) -> str:
+    """Node CPR (counterfactual) per case: the discrete-SAE method, its null model, EAP, EAP-IG, patching."""
+    rows = []
+    for case, rel in STANDING_CASES:
+        if not (root / rel).exists():
+            continue
+        report = json.loads((root / rel).read_text())
+        m = report["methods"]
+        floor = ((report.get("mib") or {}).get("random") or {}).get("counterfactual") or {}
+        pattern = next(v for k, v in STANDING_SECTIONS.items() if rel.startswith(k))
+        anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == pattern)
+        rows.append(
+            [
+                f"[{case}](docs/results.md#{anchor})",
+                _cpr(m, "sae"),
+                _cpr(m, "actdiff"),
+                _cpr(m, "eap"),
+                _cpr(m, "patching-mean", "patching-resample"),
+                fmt(floor.get("cpr"), 2),
+            ]
+        )
+    node = table(
+        ["case", "discrete SAE (ours)", "actdiff (its null model)", "EAP", "patching", "random"], rows
+    )
+    return node + "\n\n" + standing_edges(root)
+
+
+def standing_edges(root: Path = RESULTS) -> str:
+    """Edge CPR (counterfactual, held-out prompts) of the edge-level methods, from edge_prune.json."""
+    path = root / "edge_prune.json"
+    if not path.exists():
+        return ""
+    keys = ("eap", "eap-ig", "edge-prune[eap-ig]", "random")
+    anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == "edge_prune.json")
+    rows = [
+        [
+            f"[{r['model']}](docs/results.md#{anchor})",
+            *(pm(r["methods"].get(k, {}).get("cpr"), 2) for k in keys),
+        ]
+        for r in json.loads(path.read_text())["results"]
+    ]
+    return table(["edge level", "EAP", "EAP-IG", "edge-prune", "random"], rows)
+
+
+def readme_with_standing(text: str, root: Path = RESULTS) -> str:
+    """README text with the block between BEGIN and END replaced by `standing()` (no markers: unchanged)."""
+    if BEGIN not in text or END not in text:
+        return text
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{standing(root)}\n{END}{tail}"
+
+
 # -- the page -----------------------------------------------------------------------------------------
 
 HEADER = """# Measured numbers
@@ -832,18 +912,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md is out of date")
     args = parser.parse_args()
-    text = render()
+    outputs = {DOC: render(), README: readme_with_standing(README.read_text())}
     if args.check:
-        current = DOC.read_text() if DOC.exists() else ""
-        if current != text:
-            sys.exit("docs/results.md is out of date: run python benchmarks/render_results.py")
+        stale = [
+            str(p.relative_to(ROOT)) for p, text in outputs.items() if not p.exists() or p.read_text() != text
+        ]
+        if stale:
+            sys.exit(f"{', '.join(stale)} out of date: run python benchmarks/render_results.py")
         return
     DOC.parent.mkdir(exist_ok=True)
     sys.path.insert(0, str(ROOT))
     from circuits.atomic import atomic_write_text
 
-    atomic_write_text(DOC, text)
-    print(f"wrote {DOC.relative_to(ROOT)}")
+    for path, text in outputs.items():
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)
+            print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,24 @@ def test_committed_results_page_is_what_the_json_renders_to():
         "docs/results.md is out of date: run python benchmarks/render_results.py and commit it")
 
 
+def test_readme_standing_table_is_generated_and_links_into_the_page():
+    rr = _renderer()
+    readme = rr.README.read_text()
+    assert rr.BEGIN in readme and rr.END in readme
+    assert rr.readme_with_standing(readme) == readme, (
+        "README's standing table is out of date: run python benchmarks/render_results.py and commit it")
+    block = readme.split(rr.BEGIN, 1)[1].split(rr.END, 1)[0]
+    anchors = {line.split("](#", 1)[1].split(")", 1)[0] for line in rr.DOC.read_text().splitlines()
+               if line.startswith("- [")}
+    links = [part.split(")", 1)[0] for part in block.split("](docs/results.md#")[1:]]
+    assert links and set(links) <= anchors  # every case links to a section that exists
+    assert "discrete SAE" in block and "actdiff" in block and "EAP" in block
+
+
+def test_readme_stays_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
 def test_every_results_file_names_its_writer_and_has_exactly_one_section():
     import json
 
