@@ -129,14 +129,15 @@ def test_compare_without_ground_truth_reports_cpr_cmd_and_agreement(toy_task):
 
 
 def test_compare_reports_auc_against_the_shipped_resample_ground_truth_too(planted, tmp_path, monkeypatch):
-    import circuits.models.gguf as gguf
+    from circuits.truths import attach_shipped, write_truth
 
     task, loaded, heads = planted
-    resample = GroundTruth(heads=((0, 1), (1, 3), (1, 0)), source="ablation")
-    mean = GroundTruth(heads=tuple(sorted(heads)), source="ablation")
-    (tmp_path / f"{loaded.name}.json").write_text(json.dumps({task.name: {**mean.to_dict(),
-                                                                          "resample": resample.to_dict()}}))
-    monkeypatch.setattr(gguf, "GROUND_TRUTH_DIR", tmp_path)
+    how = {"ablation_method": "resample", "n_prompts": 8, "prompt_seed": 0, "search": "test",
+           "threshold": 0.9, "normalized_faithfulness": 1.0}
+    resample = GroundTruth(heads=((0, 1), (1, 3), (1, 0)), source="ablation", method=how)
+    write_truth(loaded.name, task.name, "resample", resample, {}, directory=tmp_path)
+    monkeypatch.setattr(loaded, "other_truths", {})
+    attach_shipped(loaded, directory=tmp_path)
     report = compare_methods(task, loaded, CompareConfig(methods=("eap",), seeds=1, find=FAST_FIND,
                                                          mib_prompts=0))
     eap = report["methods"]["eap"]

@@ -8,7 +8,6 @@ The model is read from its GGUF once per module (into a temporary cache); CI ins
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ import circuits.models.gguf as gguf_loader
 from circuits.errors import CircuitsError, ModelLoadError
 from circuits.evaluation.task_quality import require_solves
 from circuits.models import LoadedModel, load_model
-from tasks.base import GroundTruth
 from tasks.docstring import DocstringTask
 from tasks.greaterthan import GreaterThanTask, number_form
 from tasks.ioi import IOITask
@@ -186,13 +184,3 @@ def test_refuses_a_model_that_does_not_solve_the_task(planted) -> None:
     assert "does not solve task 'toy'" in _one_line(err)
 
 
-def test_ground_truth_comes_from_a_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gguf_loader, "GROUND_TRUTH_DIR", tmp_path)
-    assert gguf_loader.shipped_ground_truth("smollm2-135m") == {}
-    truth = GroundTruth(heads=((3, 1), (7, 4)), source="ablation", method={"ablation": "mean"})
-    (tmp_path / "smollm2-135m.json").write_text(json.dumps({"ioi": truth.to_dict()}))
-    assert gguf_loader.shipped_ground_truth("smollm2-135m") == {"ioi": truth}
-    (tmp_path / "smollm2-135m.json").write_text("[1, 2]")
-    with pytest.raises(ModelLoadError) as err:
-        gguf_loader.shipped_ground_truth("smollm2-135m")
-    _one_line(err)

@@ -404,6 +404,7 @@ def test_the_three_task_models_are_shipped() -> None:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_load_with_ground_truth(name: str) -> None:
+    from circuits.truths import shipped_files
     from tasks import get_task
 
     loaded = load_model(name)
@@ -415,9 +416,11 @@ def test_shipped_models_load_with_ground_truth(name: str) -> None:
     truth.validate(loaded.n_layers, loaded.n_heads)
     assert 0 < len(truth.heads) < loaded.n_layers * loaded.n_heads / 2  # a minority of the heads
     assert manifest["quality"]["positive_accuracy"] >= 0.95
-    faith = manifest["ground_truth_details"]["faithfulness"]
+    (shipped,) = [f for f in shipped_files(name) if f.task == manifest["task"]]  # from circuits.truths
+    assert shipped.truth == truth and "ground_truth" not in manifest  # one home, not two copies
+    faith = shipped.details["faithfulness"]
     assert faith["normalized"] >= 0.9 and faith["ratio"] >= 0.9
-    assert len(manifest["ground_truth_details"]["single_head_effects"]) == loaded.n_layers * loaded.n_heads
+    assert len(shipped.details["single_head_effects"]) == loaded.n_layers * loaded.n_heads
     assert (ZOO_DIR / name / WEIGHTS_FILE).stat().st_size < 5_000_000
     # the shipped tokenizer is the task's own, and the model still solves fresh prompts
     assert loaded.tokenizer.vocab == task.word_tokenizer().vocab
@@ -493,38 +496,17 @@ def test_cli_list_shows_bundled_models() -> None:
     for model in bundled:
         assert model["accuracy"] >= 0.95 and model["circuit_heads"] < model["heads_total"] / 2
     # then one row per task of each pretrained model that ships its ground truth as data
-    from circuits.models.gguf import GROUND_TRUTH_DIR
+    from circuits.truths import shipped_truths
 
-    shipped = json.loads((GROUND_TRUTH_DIR / "smollm2-135m.json").read_text())
-    pretrained = data["models"][len(bundled):]
-    assert [m["name"] for m in pretrained] == [f"smollm2-135m ({task})" for task in shipped]
+    shipped = shipped_truths("smollm2-135m")
+    pretrained = [m for m in data["models"][len(bundled):] if m["name"].startswith("smollm2-135m")]
+    assert [m["name"] for m in pretrained] == [f"smollm2-135m ({task})" for task in sorted(shipped)]
     for model in pretrained:
         assert model["heads_total"] == 270 and model["shape"] == "30x9"
-        assert model["circuit_heads"] == len(shipped[model["task"]]["heads"])
+        assert model["circuit_heads"] == len(shipped[model["task"]]["mean"].heads)
     res = CliRunner().invoke(zoo_app, ["list"])
     assert res.exit_code == 0
     for name in zoo_names():
         assert name in res.output
 
 
-def test_shipped_smollm2_ground_truth_is_complete_data() -> None:
-    """circuits/zoo/truths/smollm2-135m.json (benchmarks/smollm2_ground_truth.py): what the loader and
-    `circuits compare` read, with how it was computed, the full single-head table and the resample circuit."""
-    from circuits.models.gguf import GROUND_TRUTH_DIR, shipped_ground_truth
-
-    path = GROUND_TRUTH_DIR / "smollm2-135m.json"
-    if not path.is_file():
-        pytest.skip("no shipped SmolLM2 ground truth")
-    data = json.loads(path.read_text())
-    truths = shipped_ground_truth("smollm2-135m")
-    assert set(truths) == set(data) and set(data) <= {"ioi", "greaterthan", "docstring"}
-    for name, entry in data.items():
-        truths[name].validate(30, 9)
-        assert len(entry["single_head_effects"]) == 270 and entry["faithfulness"]["normalized"] >= 0.9
-        method = entry["method"]
-        assert method["ablation_method"] == "mean" and method["threshold"] == 0.9 and method["n_prompts"] > 0
-        assert "prompt_seed" in method and entry["search"]["forward_passes"] > 0
-        resample = GroundTruth.from_dict(entry["resample"])
-        resample.validate(30, 9)
-        assert entry["resample"]["method"]["ablation_method"] == "resample"
-        assert entry["resample"]["faithfulness"]["normalized"] >= 0.9

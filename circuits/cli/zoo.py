@@ -86,9 +86,15 @@ def _summary(manifest: dict[str, Any], target: Path) -> None:
 
 def _row(manifest: dict[str, Any], name: str = "") -> dict[str, Any]:
     """The figures `zoo list` shows, from a manifest."""
+    from circuits.truths import MAIN_ABLATION, shipped_files
+
     task = manifest.get("task", "?")
-    truth = manifest.get("ground_truth", {}).get(task)
+    truth = manifest.get("ground_truth", {}).get(task)  # a model trained here carries its own
     faith = manifest.get("ground_truth_details", {}).get("faithfulness", {})
+    if truth is None and name:  # a bundled model's lives in circuits.truths
+        shipped = [f for f in shipped_files(name) if f.task == task and f.ablation == MAIN_ABLATION]
+        if shipped:
+            truth, faith = shipped[0].truth.to_dict(), shipped[0].details.get("faithfulness", {})
     q = manifest.get("quality", {})
     cfg = manifest.get("config", {})
     return {
@@ -108,28 +114,28 @@ def _row(manifest: dict[str, Any], name: str = "") -> dict[str, Any]:
 
 
 def _pretrained_rows() -> list[dict[str, Any]]:
-    """One row per task of each pretrained model that ships a ground truth as data (smollm2-135m), read
-    from that file alone: the model is not loaded."""
-    from circuits.jsonio import read_json
-    from circuits.models.gguf import GROUND_TRUTH_DIR
+    """One row per task of each pretrained model that ships ground truths (`circuits.truths`), read from
+    those files alone: the model is not loaded."""
+    from circuits.truths import MAIN_ABLATION, shipped_files, shipped_models
 
     rows: list[dict[str, Any]] = []
-    for path in sorted(GROUND_TRUTH_DIR.glob("*.json")) if GROUND_TRUTH_DIR.is_dir() else []:
-        for task, truth in read_json(path, expect_object=True).items():
-            method, faith = truth.get("method", {}), truth.get("faithfulness", {})
-            resample = truth.get("resample") or {}
-            effects = truth.get("single_head_effects", [])  # one entry per head of the model
+    for model in [m for m in shipped_models() if m not in zoo_names()]:
+        files = shipped_files(model)
+        for f in [f for f in files if f.ablation == MAIN_ABLATION]:
+            method, faith = f.truth.method, f.details.get("faithfulness", {})
+            others = {o.ablation: len(o.truth.heads) for o in files if o.task == f.task and o is not f}
+            effects = f.details.get("single_head_effects", [])  # one entry per head of the model
             shape = (f"{max(e['layer'] for e in effects) + 1}x{max(e['head'] for e in effects) + 1}"
                      if effects else "?")
             rows.append({
-                "name": f"{path.stem} ({task})", "task": task, "shape": shape,
+                "name": f"{model} ({f.task})", "task": f.task, "shape": shape,
                 "heads_total": len(effects) or None,
                 "accuracy": method.get("accuracy"), "negative_fraction_positive": None,
-                "negative_mean_metric": None, "circuit_heads": len(truth.get("heads", [])),
-                "circuit": truth.get("heads"), "edges": len(truth.get("edges", [])),
+                "negative_mean_metric": None, "circuit_heads": len(f.truth.heads),
+                "circuit": [list(h) for h in f.truth.heads], "edges": len(f.truth.edges),
                 "faithfulness": faith.get("normalized"), "ratio": faith.get("ratio"), "train_seconds": None,
-                "resample_circuit_heads": len(resample.get("heads", [])) if resample else None,
-                "ground_truth_prompts": method.get("n_prompts"), "file": str(path)})
+                "resample_circuit_heads": others.get("resample"), "other_circuit_heads": others,
+                "ground_truth_prompts": method.get("n_prompts"), "file": str(f.path)})
     return rows
 
 

@@ -24,12 +24,14 @@ from circuits.discovery.selection import select_heads
 from circuits.discovery.shard import my_batches, sum_over_ranks
 from circuits.discovery.verify import verify_heads
 from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
-from circuits.models.gguf import alternative_truths
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
 from circuits.sae.distributed import distributed_context
 from circuits.threads import model_work, thread_policy
-from tasks.base import GroundTruth, Head, PromptSet, Task
+from circuits.truths import alternative_truths, ground_truth_for
+from tasks.base import Head, PromptSet, Task
+
+__all__ = ["ground_truth_for"]  # re-exported: compare and the CLI import it from here
 
 if TYPE_CHECKING:
     from circuits.methods.registry import Method
@@ -79,18 +81,6 @@ class CircuitResult:
             "timings": self.timings,
             **self.extra,
         }
-
-
-def ground_truth_for(task: Task, loaded: LoadedModel) -> tuple[GroundTruth | None, str | None]:
-    """The model's own (ablation) ground truth, else the published one for this model name."""
-    if task.name in loaded.ground_truth:
-        return loaded.ground_truth[task.name], None
-    if loaded.name.startswith("random:"):
-        return None, f"no ground truth: {loaded.name} has random weights"
-    truth = task.ground_truth(loaded.name)
-    if truth is None:
-        return None, f"no ground truth for task '{task.name}' on model '{loaded.name}'"
-    return truth, None
 
 
 def split_prompts(prompts: PromptSet, n_train: int) -> tuple[torch.Tensor, PromptSet]:

