@@ -342,7 +342,7 @@ def _edge_effects(model: HookedTransformer, task: Task, prompts: PromptSet, refe
        contribution swapped for a's mean: x' = resid_pre + (ref_z_a - z_a) @ W_O[a]. Only b sees x';
        every other reader of a sees the real a.
     3. Rows [pair, prompt] run in batched forward passes with b's output replaced (and every head
-       outside the circuit mean-ablated, as in the circuit-only model).
+       outside the circuit mean-ablated, as in the circuit-only model), from b's layer up.
     """
     L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
     keep = torch.zeros(L, H, dtype=torch.bool)
@@ -377,10 +377,15 @@ def _edge_effects(model: HookedTransformer, task: Task, prompts: PromptSet, refe
         delta = (reference[a[0], :, a[1]][None] - z_real[a[0]][:, :, a[1]]) @ w_o  # [n, seq, d_model]
         new_z.append(_head_z(model, b, resid[b[0]] + delta))
     per_pass = max(1, max_rows // n)
-    drops: list[float] = []
-    for p0 in range(0, len(pairs), per_pass):
-        group = list(range(p0, min(p0 + per_pass, len(pairs))))
-        m = len(group)
+    drops = [0.0] * len(pairs)
+    # rows start at their receiver's layer from the circuit-only run's residual stream: nothing below it
+    # differs from that run
+    chunks: list[list[int]] = []
+    for layer in sorted({b[0] for _, b in pairs}):
+        same = [i for i, (_, b) in enumerate(pairs) if b[0] == layer]
+        chunks += [same[i:i + per_pass] for i in range(0, len(same), per_pass)]
+    for group in chunks:
+        m, first = len(group), pairs[group[0]][1][0]
 
         def patch(z: torch.Tensor, hook: Any, group: list[int] = group) -> torch.Tensor:
             layer = hook.layer()
@@ -391,10 +396,13 @@ def _edge_effects(model: HookedTransformer, task: Task, prompts: PromptSet, refe
                     z[j * n:(j + 1) * n, :, b[1]] = new_z[idx]
             return z
 
-        logits = final_logits(model, prompts.positive.repeat(m, 1),
-                              [(z_hook(layer), patch) for layer in range(L)])  # [m*n, vocab]
+        logits = final_logits(model, resid[first].repeat(m, 1, 1),  # [m*n, seq, d_model]
+                              [(z_hook(layer), patch) for layer in range(first, L)],
+                              start_at_layer=first)  # [m*n, vocab]
         repeated = prompts.subset(list(range(n)) * m) if m > 1 else prompts
-        drops += (circuit_score - task.metric(logits, repeated).float().reshape(m, n).mean(1)).tolist()
+        group_drops = circuit_score - task.metric(logits, repeated).float().reshape(m, n).mean(1)  # [m]
+        for i, d in zip(group, group_drops.tolist(), strict=True):
+            drops[i] = d
     return [{"sender": list(a), "receiver": list(b), "drop": d, "normalized_drop": d / (full - empty)}
             for (a, b), d in zip(pairs, drops, strict=True)]
 
