@@ -30,7 +30,7 @@ import numpy as np
 
 from circuits.atomic import atomic_write
 from circuits.discovery.config import FindConfig
-from circuits.discovery.pipeline import ground_truth_for, split_prompts
+from circuits.discovery.pipeline import split_prompts
 from circuits.edges.graph import ComputeGraph
 from circuits.errors import CircuitsError
 from circuits.evaluation.edge_mib import EDGE_SOURCES, edge_mib_scores, run_edge_ranking
@@ -41,10 +41,10 @@ from circuits.methods.acdc import ACDC_EDGES
 from circuits.methods.registry import MethodInput, expand, get_method
 from circuits.methods.sae import sae_overrides
 from circuits.models import LoadedModel
-from circuits.models.gguf import alternative_truths
 from circuits.progress import Progress
 from circuits.rankings import RANKINGS_FILE, Rankings
 from circuits.stats import STD_NOTE, mean_std
+from circuits.truths import alternative_truths, ground_truth_for
 from tasks.base import GroundTruth, PromptSet, Task
 
 DEFAULT_METHODS = "sae,patching,eap,acdc"

