@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.cli.main import app
 from circuits.explain import ExplainConfig, explain_circuit
+from circuits.explain.roles import KINDS
 from circuits.models import LoadedModel
 from circuits.tokenizer import WordTokenizer
 from tasks.base import GroundTruth, PromptSet
@@ -101,10 +102,12 @@ def test_planted_copy_head_labelled_by_its_position_and_the_idle_head_by_none(co
                           config=ExplainConfig(n_prompts=24, steps=100, d_sae=8))
     mover, idle = out["heads"]
     assert out["clean_metric"] > 5  # the planted model solves the task
-    assert mover["role"]["kind"] == "mover" and "moves the key token" in mover["role"]["line"]
+    assert mover["role"]["kind"] == "mover" and "moves the key token (the answer)" in mover["role"]["line"]
     assert mover["attention"]["key"] > 0.9
     assert mover["patch_drop_fraction"] > 1.5  # the copied key becomes the wrong one: the metric flips
     assert mover["direct_effect"] > 0.5 * out["clean_metric"]
+    assert mover["direct_on_answer"] > 0 > mover["direct_on_wrong"]  # raises the key, lowers the others
+    assert out["position_holds"]["key"] == "answer" and out["position_holds"]["filler"] is None
     assert all(c["top_position"] == "key" and c["patch"]["drop_fraction"] > 1.5 for c in mover["codes"])
     # the idle head looks hard at a named position, yet the task needs none of it
     assert idle["attention"]["filler"] > 0.9
@@ -164,7 +167,7 @@ def test_explain_a_saved_eap_run_and_find_explain(tmp_path):
     again = json.loads(res.stdout)["explain"]
     assert again["n_prompts"] == 16 and [h["head"] for h in again["heads"]] == saved["circuit"]
     for h in again["heads"]:
-        assert h["role"]["kind"] in ("mover", "negative mover", "indirect", "none")
+        assert h["role"]["kind"] in KINDS
         assert {"BOS", "IO", "S1", "S2", "END", "other"} <= set(h["attention"])
         assert sum(h["attention"].values()) == pytest.approx(1.0, abs=1e-4)
     table = run("explain", str(out), "--n-prompts", "16")
@@ -182,3 +185,20 @@ def test_explain_reuses_the_sae_run_s_sae(tmp_path):
     assert block["codes_from"]["kind"] == "run" and block["codes_from"]["position"] == "mean"
     assert "What each head does" in report.read_text()
     assert run("explain", str(out), "--report", str(report)).exit_code == 2  # never overwrites unasked
+
+
+@pytest.mark.parametrize("direct, up, down, drop, holds, kind, words", [
+    (2.0, 1.8, -0.2, 1.0, {"IO": "answer"}, "mover", "moves the IO token (the answer)"),
+    (2.0, 0.1, -1.9, 1.0, {"IO": "wrong"}, "suppressor", "suppresses the IO token (the wrong answer)"),
+    (-2.0, -1.8, 0.2, -1.0, {"IO": "answer"}, "negative mover", "writes against the IO token"),
+    (-2.0, 0.1, 2.1, -1.0, {"IO": "wrong"}, "wrong mover", "moves the IO token (the wrong answer)"),
+    (0.01, 0.0, -0.01, 3.0, {"IO": None}, "indirect", "acts through later components, reading IO"),
+    (0.01, 0.0, -0.01, 0.1, {"IO": None}, "none", "no measurable role"),
+])
+def test_role_line_reads_only_the_measurements(direct, up, down, drop, holds, kind, words):
+    from circuits.explain.roles import role_line
+
+    attention = {"BOS": 0.1, "IO": 0.8, "END": 0.05, "other": 0.05}
+    role = role_line(attention, direct, up, down, drop, clean=10.0, target="m", holds=holds)
+    assert role["kind"] == kind and words in role["line"]
+    assert "attends IO 80%" in role["line"]

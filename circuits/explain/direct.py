@@ -18,12 +18,19 @@ TARGET = "logit(answer) − logit(wrong[0])"
 
 
 @torch.no_grad()
-def answer_directions(model: HookedTransformer, prompts: PromptSet) -> torch.Tensor:
-    """[n, d_model]: W_U[:, answer] - W_U[:, wrong[0]], times the final norm's weight where it has one."""
+def token_directions(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """tokens [n] -> [n, d_model]: what raises each token's logit against the mean logit (W_U[:, t] minus
+    W_U's mean column), times the final norm's weight where it has one."""
     w_u = model.W_U.float()  # [d_model, vocab]
-    diff = (w_u[:, prompts.answer] - w_u[:, prompts.wrong[:, 0]]).T  # [n, d_model]
+    directions = (w_u[:, tokens] - w_u.mean(1, keepdim=True)).T  # [n, d_model]
     weight = getattr(getattr(model, "ln_final", None), "w", None)
-    return diff * weight.float() if weight is not None else diff
+    return directions * weight.float() if weight is not None else directions
+
+
+def answer_directions(model: HookedTransformer, prompts: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, d_model] the answer's direction, [n, d_model] the wrong answer's): their difference reads
+    logit(answer) - logit(wrong[0])."""
+    return token_directions(model, prompts.answer), token_directions(model, prompts.wrong[:, 0])
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from circuits.explain.passes import trace
 from circuits.explain.roles import role_line, top_position
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
-from tasks.base import Head, Task, named_positions
+from tasks.base import Head, PromptSet, Task, named_positions
 
 
 @dataclass(frozen=True)
@@ -88,19 +88,24 @@ def explain_circuit(task: Task, loaded: LoadedModel, circuit: list[Head], seed: 
 
     positions = position_table(named_positions(task, prompts), n, prompts.seq_len)
     share = shares(tr.attention, positions)  # name -> [n, c]
-    directions = answer_directions(model, prompts)  # [n, d_model]
-    head_direct = direct_effects(model, tr.writes_pos, directions, tr.final_scale)  # [n, c]
-    code_direct = direct_effects(model, codes.contributions[:n], directions, tr.final_scale)  # [n, c]
+    to_answer, to_wrong = answer_directions(model, prompts)  # [n, d_model] each
+    on_answer = direct_effects(model, tr.writes_pos, to_answer, tr.final_scale)  # [n, c]
+    on_wrong = direct_effects(model, tr.writes_pos, to_wrong, tr.final_scale)  # [n, c]
+    head_direct = on_answer - on_wrong  # [n, c]
+    code_direct = direct_effects(model, codes.contributions[:n], to_answer - to_wrong, tr.final_scale)
+    holds = holders(prompts, positions)
     attended = tr.attention.argmax(-1)  # [n, c]
     clean_mean = float(clean.mean())
     out_heads = []
     for j, head in enumerate(heads):
         attention = {k: float(v[:, j].mean()) for k, v in share.items()}
         direct, drop = float(head_direct[:, j].mean()), float(drops[j].mean())
+        up, down = float(on_answer[:, j].mean()), float(on_wrong[:, j].mean())
         entry: dict[str, Any] = {
-            "head": list(head), "attention": attention, "direct_effect": direct, "patch_drop": drop,
+            "head": list(head), "attention": attention, "direct_effect": direct, "direct_on_answer": up,
+            "direct_on_wrong": down, "patch_drop": drop,
             "patch_drop_fraction": drop / clean_mean if clean_mean else None,
-            "role": role_line(attention, direct, drop, clean_mean, TARGET),
+            "role": role_line(attention, direct, up, down, drop, clean_mean, TARGET, holds),
             "codes": _codes_of(j, codes, n, share, code_direct, drops, clean, attended, prompts.positive,
                                loaded, config),
         }
@@ -110,8 +115,10 @@ def explain_circuit(task: Task, loaded: LoadedModel, circuit: list[Head], seed: 
     timings["total"] = time.perf_counter() - start
     return {
         "n_prompts": n, "seed": seed, "n_train_skipped": n_train, "clean_metric": clean_mean,
-        "positions": list(positions) + ["other"], "codes_from": codes.source,
-        "direct_effect": {"of": TARGET, "exact": is_exact(model),
+        "positions": list(positions) + ["other"], "position_holds": holds, "codes_from": codes.source,
+        "direct_effect": {"of": TARGET, "parts": "direct_on_answer / direct_on_wrong: each logit against the "
+                                                 "mean logit; their difference is the direct effect",
+                          "exact": is_exact(model),
                           "note": "final norm's scale frozen per prompt" + (
                               "" if is_exact(model) else "; approximate: a norm after attention (or a logit "
                                                          "soft cap) makes the reading non-linear")},
@@ -120,6 +127,21 @@ def explain_circuit(task: Task, loaded: LoadedModel, circuit: list[Head], seed: 
         "heads": out_heads, "timings": timings,
         "seconds_per_head": timings["total"] / len(heads),
     }
+
+
+def holders(prompts: PromptSet, positions: dict[str, torch.Tensor]) -> dict[str, str | None]:
+    """Named position -> "answer" / "wrong" when it holds that token in most positive prompts, else None."""
+    rows = torch.arange(len(prompts))
+    out: dict[str, str | None] = {}
+    for name, pos in positions.items():
+        token = prompts.positive[rows, pos]  # [n]
+        if (token == prompts.answer).float().mean() > 0.5:
+            out[name] = "answer"
+        elif (token == prompts.wrong[:, 0]).float().mean() > 0.5:
+            out[name] = "wrong"
+        else:
+            out[name] = None
+    return out
 
 
 def _codes_of(j: int, codes: HeadCodes, n: int, share: dict[str, torch.Tensor], code_direct: torch.Tensor,
