@@ -23,6 +23,7 @@ import torch
 from circuits.edges.graph import ComputeGraph
 from circuits.edges.patching import INTERVENTIONS, EdgePatcher, task_metric
 from circuits.errors import CircuitsError
+from circuits.evaluation.bootstrap import CI_NOTE, LEVEL, N_RESAMPLES, area_intervals, resampled_faithfulness
 from circuits.evaluation.mib import RANDOM, SIZE_GRID, AreaScores, areas, grid_sizes
 from tasks.base import PromptSet, Task
 
@@ -76,9 +77,10 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
                     rankings: dict[str, torch.Tensor],
                     signed: dict[str, torch.Tensor] | None = None,
                     interventions: tuple[str, ...] = INTERVENTIONS, grid: tuple[float, ...] = SIZE_GRID,
-                    n_random: int = 3, seed: int = 0) -> dict[str, Any]:
+                    n_random: int = 3, seed: int = 0, n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
     """Edge CPR / CMD of every ranking (name -> scores [sender, receiver], higher = more important) and of the
-    random floor, per intervention. `signed` (name -> signed scores) ranks that method's CPR curve.
+    random floor, per intervention. `signed` (name -> signed scores) ranks that method's CPR curve. Each
+    ranking's "cpr_ci" / "cmd_ci": `n_resamples` bootstrap resamples of the prompts (0: none).
 
     Returns {"grid", "sizes", "n_edges", "graph", "interventions": {intervention: {"full", "empty",
     "rankings": {name: AreaScores dict (cpr from the signed curve where given; "faithfulness" is the
@@ -107,12 +109,16 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
     out: dict[str, Any] = {"grid": list(grid), "sizes": sizes, "n_edges": graph.n_edges,
                            "graph": graph.describe(), "n_prompts": len(prompts), "n_random": n_random,
                            "n_graphs_run": int(unique.shape[0]), "definition": DEFINITION,
-                           "interventions": {}}
+                           "interventions": {},
+                           "bootstrap": {"n_resamples": n_resamples, "level": LEVEL, "note": CI_NOTE}}
     g = len(grid)
+    row = {key: 2 + j * g for j, key in enumerate(curves)}  # each curve's first row among the masks
     for intervention in interventions:
         patcher = EdgePatcher(model, prompts, intervention, graph)
         keep = unique.reshape(-1, graph.n_senders, graph.n_receivers)
-        metric = patcher.run(keep, task_metric(task, prompts)).double().mean(1)[inverse]  # [masks]
+        per_prompt = patcher.run(keep, task_metric(task, prompts)).double()[inverse]  # [masks, n]
+        metric = per_prompt.mean(1)  # [masks]
+        boot = resampled_faithfulness(per_prompt, 0, 1, n_resamples) if n_resamples else None
         full, empty = float(metric[0]), float(metric[1])
         denom = full - empty
         faith = ((metric[2:] - empty) / denom if abs(denom) > 1e-12
@@ -126,6 +132,10 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
                                float(np.mean(curve))).to_dict()
             if name in signed:
                 entry["faithfulness_signed"] = cpr_curve
+            if boot is not None:
+                cpr_at = row.get(f"{name}\0signed", row[name])
+                entry.update(area_intervals(boot, grid, list(range(cpr_at, cpr_at + g)),
+                                            list(range(row[name], row[name] + g))))
             scored[name] = entry
         if n_random:
             rand = [by_name[f"{RANDOM}\0{i}"] for i in range(n_random)]

@@ -25,6 +25,7 @@ import torch
 from circuits.ablation import AblationMethod, metric_under_masks, reference_z
 from circuits.discovery.selection import ranked_heads
 from circuits.errors import CircuitsError
+from circuits.evaluation.bootstrap import CI_NOTE, LEVEL, N_RESAMPLES, area_intervals, resampled_faithfulness
 from tasks.base import PromptSet, Task
 
 if TYPE_CHECKING:
@@ -83,8 +84,10 @@ def areas(faithfulness: list[float], grid: tuple[float, ...] = SIZE_GRID) -> tup
 
 def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, rankings: dict[str, torch.Tensor],
                interventions: tuple[str, ...] = INTERVENTIONS, grid: tuple[float, ...] = SIZE_GRID,
-               n_random: int = 3, seed: int = 0, max_rows: int = 512) -> dict[str, Any]:
-    """CPR / CMD of every ranking (name -> scores [layer, head]) and of the random floor, per intervention.
+               n_random: int = 3, seed: int = 0, max_rows: int = 512, n_resamples: int = N_RESAMPLES
+               ) -> dict[str, Any]:
+    """CPR / CMD of every ranking (name -> scores [layer, head]) and of the random floor, per intervention;
+    each ranking's "cpr_ci" / "cmd_ci" from `n_resamples` bootstrap resamples of the prompts (0: none).
 
     Returns {"grid", "sizes", "interventions": {intervention: {"full", "empty", "rankings": {name:
     AreaScores dict}}}}; the random floor is the ranking named "random".
@@ -104,11 +107,14 @@ def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, ranking
                      + [top_masks(rankings[name], sizes) for name in names]
                      + [top_masks(d, sizes) for d in draws])  # [2 + (rankings + draws) * grid, L, H]
     out: dict[str, Any] = {"grid": list(grid), "sizes": sizes, "n_prompts": len(prompts),
-                           "n_random": n_random, "definition": DEFINITION, "interventions": {}}
+                           "n_random": n_random, "definition": DEFINITION, "interventions": {},
+                           "bootstrap": {"n_resamples": n_resamples, "level": LEVEL, "note": CI_NOTE}}
     g = len(grid)
     for intervention in interventions:
         reference = reference_z(model, prompts, intervention, seed)  # type: ignore[arg-type]
-        metric = metric_under_masks(model, task, prompts, keep, reference, max_rows=max_rows).double().mean(1)
+        per_prompt = metric_under_masks(model, task, prompts, keep, reference, max_rows=max_rows).double()
+        metric = per_prompt.mean(1)  # [masks]; per_prompt: [masks, n]
+        boot = resampled_faithfulness(per_prompt, 0, 1, n_resamples) if n_resamples else None
         full, empty = float(metric[0]), float(metric[1])
         denom = full - empty
         faith = ((metric[2:] - empty) / denom if abs(denom) > 1e-12
@@ -117,6 +123,9 @@ def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, ranking
         for i, name in enumerate(names):
             curve = faith[i].tolist()
             scored[name] = AreaScores(intervention, curve, *areas(curve, grid)).to_dict()
+            if boot is not None:
+                rows = list(range(2 + i * g, 2 + (i + 1) * g))
+                scored[name].update(area_intervals(boot, grid, rows, rows))
         if n_random:
             rand = faith[len(names):]
             per_draw = [dict(zip(("cpr", "cmd", "mean_faithfulness"), areas(row.tolist(), grid), strict=True))
