@@ -96,7 +96,7 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
             max_exhaustive: int, edges: bool, edge_threshold: float, max_rows: int, batch: int,
             method_notes: dict[str, Any] | None, progress: Progress | None, ablation: AblationMethod,
             seed: int, given_ranking: list[Head] | None) -> GroundTruthResult:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     stage_seconds: dict[str, float] = {}
 
     def lap(stage: str) -> None:
@@ -174,6 +174,8 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
         "minimality_pool": [list(h) for h in pool], "minimality_sizes_checked": checked,
         "head_sets_scored": scorer.n_evaluated, "forward_passes": scorer.passes.forward,
         "seconds": time.perf_counter() - started, "stage_seconds": stage_seconds,
+        # this process's CPU time: on a shared machine the wall clock also counts other jobs' share
+        "cpu_seconds": time.process_time() - cpu_started,
         "passes_note": "forward passes over the prompts (reference pass included; a head set run from "
                        "layer s of L counts (L - s) / L; edges not counted)",
     }
@@ -192,7 +194,7 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
         "edge_threshold": edge_threshold if edges else None,
         "normalized_faithfulness": faith.normalized, "ratio": faith.ratio,
         "ranking": "this run's single-head ablations" if given_ranking is None else "given by the caller",
-        "seconds": search["seconds"],
+        "seconds": search["seconds"], "cpu_seconds": search["cpu_seconds"],
         **(method_notes or {}),
     }
     truth = GroundTruth(heads=tuple(sorted(best)), edges=tuple(sorted(edge_list)), source="ablation",
