@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from circuits.report import ReportError, load_result, write_report
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parent.parent
 DATA_URI = re.compile(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
 
 
@@ -129,17 +131,59 @@ def test_cli_find_report_and_report_command(tmp_path):
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+NO_BROWSER = ("Chromium is not installed and could not be installed here (Debian: apt-get install -y "
+              "chromium; .ci/run installs it)")
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--hide-scrollbars")
+# Injected into a copy of the page only (reports carry no script): after load, record images that did not
+# decode and h2 sections with nothing in them, on <body data-check>, which --dump-dom then prints.
+CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
+  const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src);
+  const empty = [...document.querySelectorAll('h2')].filter(h => {
+    const n = h.nextElementSibling;
+    const media = n && (n.tagName === 'IMG' || n.querySelector('img'));
+    return !n || n.tagName === 'H2' || (!n.textContent.trim() && !media);
+  }).map(h => h.textContent);
+  document.body.setAttribute('data-check', JSON.stringify({images: document.images.length, bad, empty,
+    sections: document.querySelectorAll('h2').length}));
+});</script>"""
 
 
-def screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
+def screenshot(page: Path, png: Path, profile: Path, height: int = 1400) -> np.ndarray:
     from matplotlib.image import imread
 
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1100,1400",
+    subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={profile}", f"--window-size=1100,{height}",
                     f"--screenshot={png}", page.as_uri()],
                    check=True, capture_output=True, timeout=120)
     return imread(png)[..., :3]  # [h, w, rgb] in 0..1
+
+
+def browser_check(page: Path, tmp: Path) -> dict:
+    """Open `page` (an instrumented copy) in headless Chromium: its images, empty sections, console lines."""
+    probe = tmp / f"{page.stem}.probe.html"
+    probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    run = subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp / 'probe-profile'}",
+                          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    found = re.search(r'data-check="([^"]*)"', run.stdout)
+    assert found, f"the page did not finish loading in Chromium: {run.stdout[:300]}"
+    check = json.loads(html.unescape(found.group(1)))
+    check["console"] = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    return check
+
+
+def assert_renders(page: Path, tmp: Path, n_images: int, height: int = 1400) -> np.ndarray:
+    """The browser test of a report: every image decodes, no section is empty, nothing on the console, and
+    a screenshot that is not blank."""
+    check = browser_check(page, tmp)
+    assert check["console"] == [], check["console"]
+    assert check["images"] == n_images and check["bad"] == [], check
+    assert check["sections"] >= 3 and check["empty"] == [], check
+    shot = screenshot(page, tmp / f"{page.stem}.shot.png", tmp / "shot-profile", height)
+    assert shot.shape[0] >= 1000 and shot.shape[1] >= 1000
+    assert shot.std() > 0.05  # not a blank page
+    return shot
 
 
 def colourful_fraction(image: np.ndarray) -> float:
@@ -147,13 +191,10 @@ def colourful_fraction(image: np.ndarray) -> float:
     return float(((image.max(-1) - image.min(-1)) > 0.25).mean())
 
 
-@pytest.mark.skipif(CHROMIUM is None,
-                    reason="Chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
 def test_report_renders_in_headless_chromium_with_its_figures(payload, tmp_path):
     files = write_report(payload, tmp_path / "report.html")
-    shot = screenshot(Path(files["report"]), tmp_path / "shot.png", tmp_path / "profile")
-    assert shot.shape[0] >= 1000 and shot.shape[1] >= 1000
-    assert shot.std() > 0.05  # not a blank page
+    shot = assert_renders(Path(files["report"]), tmp_path, n_images=len(files) - 1)
     # Control: the same page with its images removed has (almost) no coloured pixels, so the
     # figures must be what colours the real screenshot.
     control = tmp_path / "control.html"
@@ -161,3 +202,26 @@ def test_report_renders_in_headless_chromium_with_its_figures(payload, tmp_path)
     bare = screenshot(control, tmp_path / "control.png", tmp_path / "profile2")
     assert colourful_fraction(bare) < 0.005
     assert colourful_fraction(shot) > 0.02
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
+def test_compare_report_renders_in_headless_chromium(tmp_path):
+    from circuits.report.compare import write_compare_report
+
+    report = json.loads((ROOT / "benchmarks" / "results" / "compare" / "ioi" / "compare.json").read_text())
+    files = write_compare_report(report, tmp_path / "compare.html", {(0, 1), (2, 3)})
+    shot = assert_renders(Path(files["report"]), tmp_path, n_images=len(files) - 1, height=4000)
+    control = tmp_path / "control.html"  # as above: without its images the page is grey text
+    control.write_text(DATA_URI.sub("src=''", Path(files["report"]).read_text()))
+    bare = screenshot(control, tmp_path / "control.png", tmp_path / "profile2", height=4000)
+    assert colourful_fraction(bare) < 0.005
+    assert colourful_fraction(shot) > 4 * max(colourful_fraction(bare), 0.005)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
+def test_the_browser_check_catches_a_broken_page(tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text("<!DOCTYPE html><html><body><h1>t</h1><h2>Figures</h2>"
+                      "<img alt='gone' src='missing.png'><h2>Empty</h2><h2>Last</h2><p>x</p></body></html>")
+    check = browser_check(broken, tmp_path)
+    assert check["bad"] == ["gone"] and check["empty"] == ["Empty"]

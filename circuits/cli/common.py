@@ -147,6 +147,18 @@ def claim_outputs(paths: list[Path], overwrite: bool, option: str = "--out") -> 
     _ledger.new_files.extend(p for p in map(Path, paths) if p not in existing)
 
 
+def claim_report(path: Path, files: list[Path], overwrite: bool) -> None:
+    """`--report FILE.html` (find, compare): refuse a directory, create the parent folder, and claim the
+    page and its PNGs (`files`) like every other output, before any work."""
+    from circuits.report import check_report_path
+
+    if path.is_dir():
+        check_report_path(path)  # its one-line message for a directory
+    check_writable_dir(path.parent, "--report")
+    check_report_path(path)
+    claim_outputs(files, overwrite, "--report")
+
+
 def print_json(data: Any) -> None:
     """One JSON object on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")

@@ -12,6 +12,7 @@ from rich.table import Table
 from circuits.cli.common import (
     check_writable_dir,
     claim_outputs,
+    claim_report,
     config_option,
     print_json,
     progress_display,
@@ -62,6 +63,9 @@ def compare(
     out: Path | None = typer.Option(None, help="directory for compare.json, roc.png, faithfulness.png and "
                                                "rankings.npz (every run's node and edge scores, for "
                                                "`circuits evaluate --rankings`)"),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="write an HTML page of the comparison here (method table, faithfulness "
+                               "curves, ROC, circuits side by side, agreement; PNGs beside it)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="replace existing output files (atomically); default: refuse"),
@@ -94,6 +98,10 @@ def compare(
     out_dir = check_writable_dir(out) if out is not None else None
     if out_dir is not None:
         claim_outputs([out_dir / name for name in OUTPUT_FILES], overwrite)
+    if report_path is not None:
+        from circuits.report.compare import compare_report_files
+
+        claim_report(report_path, compare_report_files(report_path), overwrite)
     loaded = load_model(model or f"tiny-{task_obj.name}", task_obj, seed)
     check_rule(selection, loaded.n_layers * loaded.n_heads)
     truth, _ = ground_truth_for(task_obj, loaded)  # without one, compare reports CPR/CMD and agreement
@@ -115,6 +123,11 @@ def compare(
     rankings.meta["model_spec"] = str(Path(spec).resolve()) if Path(spec).is_dir() else spec
     if out_dir is not None:
         write_outputs(result, out_dir, rankings)
+    if report_path is not None:
+        from circuits.report.compare import write_compare_report
+
+        heads = None if truth is None else {(int(l), int(h)) for l, h in truth.heads}
+        result.setdefault("files", {}).update(write_compare_report(result, report_path, heads))
     if as_json:
         print_json(result)
     else:

@@ -18,6 +18,7 @@ from circuits.atomic import atomic_write_text
 from circuits.cli.common import (
     check_writable_dir,
     claim_outputs,
+    claim_report,
     config_option,
     out,
     print_json,
@@ -224,7 +225,7 @@ def claim_find_outputs(out_dir: Path | None, report_path: Path | None, n_seeds: 
     """Create --out and --report's folder, and refuse (unless --overwrite) every file the run would write
     there that already exists: checked before the model loads."""
     from circuits.discovery.graph import EXPORT_FORMATS
-    from circuits.report import STABILITY_FIGURES, check_report_path, report_files
+    from circuits.report import STABILITY_FIGURES, report_files
 
     if out_dir is not None:
         check_writable_dir(out_dir)
@@ -233,11 +234,7 @@ def claim_find_outputs(out_dir: Path | None, report_path: Path | None, n_seeds: 
             names += [f"{key}.png" for key in STABILITY_FIGURES]
         claim_outputs([out_dir / n for n in names], overwrite)
     if report_path is not None:
-        if report_path.is_dir():
-            check_report_path(report_path)  # its one-line message for a directory
-        check_writable_dir(report_path.parent, "--report")
-        check_report_path(report_path)
-        claim_outputs(report_files(report_path), overwrite, "--report")
+        claim_report(report_path, report_files(report_path), overwrite)
 
 
 def _render(payload: dict[str, Any]) -> None:
