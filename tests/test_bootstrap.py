@@ -39,7 +39,7 @@ def test_resampled_areas_equal_an_explicit_loop_over_drawn_prompts() -> None:
         cprs.append(cpr)
         cmds.append(cmd)
         assert faith[b, 2:].tolist() == pytest.approx(curve, abs=1e-12)
-    got = area_intervals(faith, SIZE_GRID, rows, rows)
+    got = area_intervals(faith, SIZE_GRID, [(rows, rows)])
     assert got["cpr_ci"] == pytest.approx(interval(np.array(cprs)), abs=1e-12)
     assert got["cmd_ci"] == pytest.approx(interval(np.array(cmds)), abs=1e-12)
     assert got["cpr_ci"][0] < got["cpr_ci"][1]
@@ -48,7 +48,7 @@ def test_resampled_areas_equal_an_explicit_loop_over_drawn_prompts() -> None:
 def test_identical_prompts_give_a_zero_width_interval() -> None:
     per_prompt = torch.tensor([[4.0] * 6, [1.0] * 6, [2.0] * 6, [3.5] * 6], dtype=torch.float64)
     faith = resampled_faithfulness(per_prompt, 0, 1, n_resamples=20)
-    got = area_intervals(faith, (0.5, 1.0), [2, 3], [2, 3])
+    got = area_intervals(faith, (0.5, 1.0), [([2, 3], [2, 3])])
     cpr, cmd, _ = areas([1 / 3, 2.5 / 3], (0.5, 1.0))
     assert got["cpr_ci"] == pytest.approx([cpr, cpr]) and got["cmd_ci"] == pytest.approx([cmd, cmd])
 
@@ -78,17 +78,23 @@ def test_node_and_edge_cpr_cmd_carry_intervals() -> None:
     model = float64_model(tok.vocab_size, 2, attn_only=False)
     prompts = task.prompts(tok, 12, seed=0)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    node = mib_scores(model, task, prompts, {"a": torch.arange(L * H, dtype=torch.float).reshape(L, H)},
-                      n_random=1, n_resamples=200)
+    ranks = {"a": torch.arange(L * H, dtype=torch.float).reshape(L, H), "b": torch.rand(L, H)}
+    node = mib_scores(model, task, prompts, ranks, n_random=1, n_resamples=200,
+                      groups={"one": ["a"], "both": ["a", "b"]})
     assert node["bootstrap"]["n_resamples"] == 200
     for res in node["interventions"].values():
         a = res["rankings"]["a"]
         assert a["cpr_ci"][0] <= a["cpr_ci"][1] and a["cmd_ci"][0] <= a["cmd_ci"][1]
+        assert res["groups"]["one"] == {"cpr_ci": a["cpr_ci"], "cmd_ci": a["cmd_ci"]}
+        low = min(a["cpr_ci"][0], res["rankings"]["b"]["cpr_ci"][0])
+        high = max(a["cpr_ci"][1], res["rankings"]["b"]["cpr_ci"][1])
+        assert low <= res["groups"]["both"]["cpr_ci"][0] <= res["groups"]["both"]["cpr_ci"][1] <= high
     off = mib_scores(model, task, prompts, {"a": torch.ones(L, H)}, n_random=0, n_resamples=0)
     assert "cpr_ci" not in off["interventions"]["mean"]["rankings"]["a"]
     graph = ComputeGraph.of(model)
     scores = torch.rand(graph.n_senders, graph.n_receivers, generator=torch.Generator().manual_seed(0))
-    edge = edge_mib_scores(model, task, prompts, {"e": scores}, {"e": -scores}, n_random=0, n_resamples=100)
+    edge = edge_mib_scores(model, task, prompts, {"e": scores}, {"e": -scores}, n_random=0, n_resamples=100,
+                           groups={"g": ["e"]})
     for res in edge["interventions"].values():
         e = res["rankings"]["e"]
         assert e["cpr_ci"][0] <= e["cpr_ci"][1] and e["cmd_ci"][0] <= e["cmd_ci"][1]
@@ -96,3 +102,4 @@ def test_node_and_edge_cpr_cmd_carry_intervals() -> None:
     for name, res in edge["interventions"].items():  # CPR's interval follows the signed curve, CMD's not
         e, p = res["rankings"]["e"], plain["interventions"][name]["rankings"]["e"]
         assert e["cmd_ci"] == p["cmd_ci"] and e["cpr_ci"] != p["cpr_ci"]
+        assert res["groups"]["g"] == {"cpr_ci": e["cpr_ci"], "cmd_ci": e["cmd_ci"]}

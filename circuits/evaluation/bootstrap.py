@@ -54,13 +54,15 @@ def resampled_faithfulness(per_prompt: torch.Tensor, full_row: int, empty_row: i
     return (m - m[:, empty_row:empty_row + 1]) / denom
 
 
-def area_intervals(faith: torch.Tensor, grid: tuple[float, ...], cpr_rows: list[int], cmd_rows: list[int],
+def area_intervals(faith: torch.Tensor, grid: tuple[float, ...], curves: list[tuple[list[int], list[int]]],
                    level: float = LEVEL) -> dict[str, list[float]]:
-    """faith: [resamples, masks] from `resampled_faithfulness`; the rows of one curve (CPR's and CMD's
-    may differ: a signed ranking for CPR) -> {"cpr_ci", "cmd_ci"}, the trapezoid areas' intervals."""
+    """faith: [resamples, masks] from `resampled_faithfulness`; curves: (CPR rows, CMD rows) of each
+    ranking (they differ for a signed CPR ranking) -> {"cpr_ci", "cmd_ci"}: intervals of the trapezoid
+    areas averaged over the curves (one curve: its own; a method's runs: their mean), every curve read
+    from the same resamples."""
     p = np.asarray(grid, dtype=float)
-    cpr = np.trapezoid(faith[:, cpr_rows].numpy(), p, axis=1)  # [resamples]
-    cmd = np.trapezoid(np.abs(1.0 - faith[:, cmd_rows].numpy()), p, axis=1)
+    cpr = np.mean([np.trapezoid(faith[:, c].numpy(), p, axis=1) for c, _ in curves], axis=0)  # [resamples]
+    cmd = np.mean([np.trapezoid(np.abs(1.0 - faith[:, d].numpy()), p, axis=1) for _, d in curves], axis=0)
     return {"cpr_ci": interval(cpr, level), "cmd_ci": interval(cmd, level)}
 
 

@@ -77,10 +77,12 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
                     rankings: dict[str, torch.Tensor],
                     signed: dict[str, torch.Tensor] | None = None,
                     interventions: tuple[str, ...] = INTERVENTIONS, grid: tuple[float, ...] = SIZE_GRID,
-                    n_random: int = 3, seed: int = 0, n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
+                    n_random: int = 3, seed: int = 0, n_resamples: int = N_RESAMPLES,
+                    groups: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Edge CPR / CMD of every ranking (name -> scores [sender, receiver], higher = more important) and of the
     random floor, per intervention. `signed` (name -> signed scores) ranks that method's CPR curve. Each
-    ranking's "cpr_ci" / "cmd_ci": `n_resamples` bootstrap resamples of the prompts (0: none).
+    ranking's "cpr_ci" / "cmd_ci": `n_resamples` bootstrap resamples of the prompts (0: none); under
+    "groups" those of each group's mean (group -> ranking names, e.g. a method's seeds).
 
     Returns {"grid", "sizes", "n_edges", "graph", "interventions": {intervention: {"full", "empty",
     "rankings": {name: AreaScores dict (cpr from the signed curve where given; "faithfulness" is the
@@ -113,6 +115,10 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
                            "bootstrap": {"n_resamples": n_resamples, "level": LEVEL, "note": CI_NOTE}}
     g = len(grid)
     row = {key: 2 + j * g for j, key in enumerate(curves)}  # each curve's first row among the masks
+
+    def rows(name: str) -> tuple[list[int], list[int]]:  # (CPR rows: the signed curve where given, CMD rows)
+        cpr_at = row.get(f"{name}\0signed", row[name])
+        return list(range(cpr_at, cpr_at + g)), list(range(row[name], row[name] + g))
     for intervention in interventions:
         patcher = EdgePatcher(model, prompts, intervention, graph)
         keep = unique.reshape(-1, graph.n_senders, graph.n_receivers)
@@ -133,9 +139,7 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
             if name in signed:
                 entry["faithfulness_signed"] = cpr_curve
             if boot is not None:
-                cpr_at = row.get(f"{name}\0signed", row[name])
-                entry.update(area_intervals(boot, grid, list(range(cpr_at, cpr_at + g)),
-                                            list(range(row[name], row[name] + g))))
+                entry.update(area_intervals(boot, grid, [rows(name)]))
             scored[name] = entry
         if n_random:
             rand = [by_name[f"{RANDOM}\0{i}"] for i in range(n_random)]
@@ -148,6 +152,10 @@ def edge_mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet,
                                         draws=per_draw).to_dict()
         out["interventions"][intervention] = {"full": full, "empty": empty, "rankings": scored,
                                               "forward_passes": patcher.forward_rows / len(prompts)}
+        if boot is not None and groups:
+            out["interventions"][intervention]["groups"] = {
+                group: area_intervals(boot, grid, [rows(n) for n in members])
+                for group, members in groups.items()}
     return out
 
 

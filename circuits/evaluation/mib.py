@@ -84,10 +84,11 @@ def areas(faithfulness: list[float], grid: tuple[float, ...] = SIZE_GRID) -> tup
 
 def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, rankings: dict[str, torch.Tensor],
                interventions: tuple[str, ...] = INTERVENTIONS, grid: tuple[float, ...] = SIZE_GRID,
-               n_random: int = 3, seed: int = 0, max_rows: int = 512, n_resamples: int = N_RESAMPLES
-               ) -> dict[str, Any]:
+               n_random: int = 3, seed: int = 0, max_rows: int = 512, n_resamples: int = N_RESAMPLES,
+               groups: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """CPR / CMD of every ranking (name -> scores [layer, head]) and of the random floor, per intervention;
-    each ranking's "cpr_ci" / "cmd_ci" from `n_resamples` bootstrap resamples of the prompts (0: none).
+    each ranking's "cpr_ci" / "cmd_ci" from `n_resamples` bootstrap resamples of the prompts (0: none), and
+    under "groups" those of each group's mean (group -> ranking names, e.g. a method's seeds).
 
     Returns {"grid", "sizes", "interventions": {intervention: {"full", "empty", "rankings": {name:
     AreaScores dict}}}}; the random floor is the ranking named "random".
@@ -125,7 +126,7 @@ def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, ranking
             scored[name] = AreaScores(intervention, curve, *areas(curve, grid)).to_dict()
             if boot is not None:
                 rows = list(range(2 + i * g, 2 + (i + 1) * g))
-                scored[name].update(area_intervals(boot, grid, rows, rows))
+                scored[name].update(area_intervals(boot, grid, [(rows, rows)]))
         if n_random:
             rand = faith[len(names):]
             per_draw = [dict(zip(("cpr", "cmd", "mean_faithfulness"), areas(row.tolist(), grid), strict=True))
@@ -137,6 +138,11 @@ def mib_scores(model: HookedTransformer, task: Task, prompts: PromptSet, ranking
                                         float(np.mean([d["mean_faithfulness"] for d in per_draw])),
                                         draws=per_draw).to_dict()
         out["interventions"][intervention] = {"full": full, "empty": empty, "rankings": scored}
+        if boot is not None and groups:
+            at = {name: list(range(2 + i * g, 2 + (i + 1) * g)) for i, name in enumerate(names)}
+            out["interventions"][intervention]["groups"] = {
+                group: area_intervals(boot, grid, [(at[n], at[n]) for n in members])
+                for group, members in groups.items()}
     return out
 
 
