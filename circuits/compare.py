@@ -48,6 +48,7 @@ from circuits.truths import alternative_truths, ground_truth_for
 from tasks.base import GroundTruth, PromptSet, Task
 
 DEFAULT_METHODS = "sae,patching,eap,acdc"
+MIB_STAGE = "CPR/CMD (nodes, edges)"  # the progress stage after every method has run
 NULL_MODEL = "actdiff"  # the discrete-SAE method's null model: what its codes discretise, without an SAE
 
 
@@ -208,8 +209,14 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
             "backward_passes": _summary([r["backward_passes"] for r in runs]),
             "runs": runs,
         }
+    if progress and config.mib_prompts:  # the CPR/CMD passes can take as long as a method (SmolLM2: minutes)
+        progress(MIB_STAGE, 0, 2)
     mib = _mib(task, loaded, config, rankings, methods)
+    if progress and config.mib_prompts:
+        progress(MIB_STAGE, 1, 2)
     edge_mib = _edge_mib(task, loaded, config, edge_rankings, methods)
+    if progress and config.mib_prompts:
+        progress(MIB_STAGE, 2, 2)
     report = {
         "task": task.name,
         "model": loaded.name,

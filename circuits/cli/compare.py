@@ -115,8 +115,10 @@ def compare(
     with progress_display() as bar:
         ids = {m: bar.add_task(m, total=seeds) for m in config.methods}
 
-        def report(method: str, done: int, total: int) -> None:
-            bar.update(ids[method], completed=done, total=total)
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in ids:  # a stage after the methods (CPR/CMD)
+                ids[stage] = bar.add_task(stage, total=total)
+            bar.update(ids[stage], completed=done, total=total)
 
         result, rankings = compare_with_rankings(task_obj, loaded, config, progress=report)
     spec = model or f"tiny-{task_obj.name}"  # how `evaluate --rankings` loads the model again
