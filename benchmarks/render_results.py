@@ -770,6 +770,45 @@ def _smollm2_absorption(files: Files) -> str:
     )
 
 
+@section("explain_smollm2.json", "SmolLM2-135M: what each head of the IOI circuit does")
+def _explain_smollm2(files: Files) -> str:
+    data = only(files)
+
+    def rows(roles: list[dict[str, Any]]) -> list[list[str]]:
+        out = []
+        for r in roles:
+            code = r.get("main_code") or {}
+            out.append([
+                f"L{r['head'][0]}H{r['head'][1]}",
+                r["kind"],
+                r["published_class"],
+                r["role"].replace("|", "/"),
+                f"{code.get('code', DASH)} ({code.get('n_positive', 0)}/{code.get('n_negative', 0)})",
+                (code.get("example") or DASH).replace("|", "/"),
+            ])
+        return out
+
+    header = ["head", "kind", "published class", "role", "main code (pos/neg)", "example ([[attended]])"]
+    ex = data["explain"]
+    parts = [
+        f"{data['method']} circuit of {data['task']} on {data['model']} ({len(data['circuit'])} heads, "
+        f"found in {fmt(data['find_seconds'], 0)} s), explained on {ex['n_prompts']} prompt pairs in "
+        f"{fmt(ex['timings']['total'], 0)} s ({fmt(ex['seconds_per_head'], 1)} s per head); clean metric "
+        f"{fmt(ex['clean_metric'], 2)}. Published classes are read off by rules fixed before the run:\n\n"
+        + "\n- ".join(" ".join(item.split()) for item in data["published_rules"].split("\n- ")),
+        table(header, rows(data["roles"])),
+    ]
+    truth = data.get("truth_circuit")
+    if truth:
+        tex = truth["explain"]
+        parts += [
+            f"The stored ablation circuit ({len(truth['heads'])} heads, {truth['source']}), explained the "
+            f"same way ({fmt(tex['timings']['total'], 0)} s):",
+            table(header, rows(truth["roles"])),
+        ]
+    return "\n\n".join(parts)
+
+
 @section("gemma_check.json", "Gemma 3 270M: loads and solves the tasks")
 def _gemma(files: Files) -> str:
     data = only(files)
