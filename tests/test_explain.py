@@ -202,3 +202,16 @@ def test_role_line_reads_only_the_measurements(direct, up, down, drop, holds, ki
     role = role_line(attention, direct, up, down, drop, clean=10.0, target="m", holds=holds)
     assert role["kind"] == kind and words in role["line"]
     assert "attends IO 80%" in role["line"]
+
+
+def test_a_norm_after_attention_makes_the_direct_effect_approximate(copy_setup):
+    from gemma_tiny import tiny_gemma_tl
+
+    task, _ = copy_setup
+    gemma = LoadedModel(model=tiny_gemma_tl(task.tok.vocab_size), tokenizer=task.tok, name="tiny-gemma")
+    out = explain_circuit(task, gemma, [(0, 1), (2, 3)], n_train=4,
+                          config=ExplainConfig(n_prompts=8, steps=20, d_sae=4))
+    assert out["direct_effect"]["exact"] is False and "approximate" in out["direct_effect"]["note"]
+    for h in out["heads"]:
+        assert h["role"]["kind"] in KINDS
+        assert h["direct_effect"] == pytest.approx(h["direct_on_answer"] - h["direct_on_wrong"], abs=1e-5)

@@ -88,7 +88,10 @@ def run_codes(model: HookedTransformer, config: FindConfig, train_tokens: torch.
                      source={"kind": "run", "sae": config.sae, "arch": config.arch, "d_sae":
                              config.resolved_d_sae(), "hook": config.hook, "position": config.position,
                              "input": f"the run's SAE refit from its configuration (seed {config.seed}) on "
-                                      f"its {train_tokens.shape[0]} training prompts"})
+                                      f"its {train_tokens.shape[0]} training prompts",
+                             "code_direct_effect": "of the write pooled over positions (the run's pooling), "
+                                                   "read at the answer position" if config.position == "mean"
+                             else "of the write at the answer position"})
 
 
 def own_sae_config(seed: int, steps: int, d_sae: int) -> FindConfig:
