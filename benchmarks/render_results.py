@@ -115,9 +115,9 @@ def written_by(files: Files) -> str:
     for rel, data in files.items():
         wb = data.get("written_by") or {}
         lines.append(f"`{rel}`: `{wb.get('command', '?')}` ({wb.get('script', '?')})")
-    return "Written by " + (
-        "; ".join(lines) if len(lines) == 1 else "\n" + "\n".join(f"- {x}" for x in lines)
-    )
+    if len(lines) == 1:
+        return f"Written by {lines[0]}"
+    return "Written by:\n" + "\n".join(f"- {x}" for x in lines)
 
 
 # -- sections -------------------------------------------------------------------------------------------
@@ -194,7 +194,31 @@ def _compare_tiny(files: Files) -> str:
             + " "
             + figure(f"compare/{task}/faithfulness.png", f"faithfulness curves, {task}")
         )
+    parts.append(_tiny_reading(files))
     return "\n\n".join(parts)
+
+
+def _tiny_reading(files: Files) -> str:
+    """What the bundled-model comparison says, numbers from the same files."""
+    ioi, doc = files.get("compare/ioi/compare.json"), files.get("compare/docstring/compare.json")
+    if not ioi or not doc:
+        return ""
+    sae_i, sae_d = ioi["methods"]["sae"], doc["methods"]["sae"]
+    floor = ((ioi.get("mib") or {}).get("random") or {}).get("counterfactual") or {}
+    return (
+        f"**Read honestly.** The discrete-SAE method's node AUC is {pm(sae_i['node_roc_auc'])} on tiny-ioi "
+        f"and {pm(sae_d['node_roc_auc'])} on tiny-docstring, below the goal of 0.95, and activation patching "
+        "beats it on both; tiny-greaterthan's ablation circuit is a single head, so its AUC says little. By "
+        "CPR "
+        f"(counterfactual) it is {pm(sae_i.get('cpr_counterfactual'))} on tiny-ioi against a random floor of "
+        f"{fmt(floor.get('cpr'))}. Settings tried on tiny-ioi (hook z / result; position mean / last / each; "
+        "per-head vs shared SAEs; d_sae 8-200; 100-500 SAE steps; n_train 10 / 50; n_score 250 / 1000; the "
+        "scores and code discretisations in the scoring-variants section) all stayed far below the goal. "
+        "Diagnosis: a logistic probe separates positive from negative head outputs at chance for every head "
+        "of tiny-ioi, and the method selects nearly every layer-0/1 head: what differs between IOI prompts "
+        "and their ABC corruptions is relational (which name repeats), while a single head's pooled output "
+        "mostly shows token statistics, strongest in early layers."
+    )
 
 
 @section("quality.json", "Discrete-SAE settings on the bundled models")
@@ -401,6 +425,47 @@ def _smollm2_compare(files: Files) -> str:
         + table(SMOLLM2_COLUMNS, rows)
         + "\n\n"
         + " ".join(figure(f"smollm2_compare/{t}/faithfulness.png", f"faithfulness, {t}") for t in TASKS)
+        + "\n\n"
+        + _smollm2_reading(files)
+    )
+
+
+def _smollm2_reading(files: Files) -> str:
+    """Per task, the SAE method against the random floor, EAP and the best patching; rank agreement."""
+    lines, rho = [], {"eap|sae": [], "patching-mean|sae": [], "eap|patching-mean": []}
+    for task in TASKS:
+        report = files.get(f"smollm2_compare/{task}/compare.json")
+        if not report:
+            continue
+        m = report["methods"]
+        floor = ((report.get("mib") or {}).get("random") or {}).get("counterfactual") or {}
+        patched = [
+            m[k]["cpr_counterfactual"]["mean"] for k in ("patching-mean", "patching-resample") if k in m
+        ]
+        eap = m["eap"]
+        passes = eap["forward_passes"]["mean"] + eap["backward_passes"]["mean"]
+        lines.append(
+            f"- {task}: discrete SAE {pm(m['sae']['cpr_counterfactual'])}, random {fmt(floor.get('cpr'))}, "
+            f"EAP {pm(eap['cpr_counterfactual'])} ({fmt(passes, 1)} passes), patching "
+            f"{fmt(max(patched, default=None))} (on its subset of prompts)."
+        )
+        for pair in rho:
+            value = (report.get("agreement") or {}).get("spearman", {}).get(pair)
+            if value is not None:
+                rho[pair].append(value)
+    span = "; ".join(f"{pair.replace('|', ' vs ')} {min(v):.2f}-{max(v):.2f}" for pair, v in rho.items() if v)
+    return (
+        "**Read honestly.** CPR (counterfactual) per task: the discrete-SAE method is above the random floor "
+        "on every task but **loses to every baseline** on every measure, by far on docstring; EAP is the "
+        "method to beat at our cost.\n\n"
+        + "\n".join(lines)
+        + f"\n\nRank agreement (Spearman, node scores): {span}: "
+        "the SAE method's ranking barely agrees with the baselines', which agree with each other. Caveats: "
+        "CPR/CMD prompts are the first scoring pairs, which include those patching ranked with (so "
+        "patching's CPR is partly in-sample); the ground truths were searched on few prompts; EAP's batch "
+        "size "
+        "changes "
+        "only float rounding."
     )
 
 
@@ -453,7 +518,21 @@ def _variants_summary(files: Files) -> str:
                     "",
                 ]
             )
+    goal = []
+    for case, c in data["cases"].items():
+        if c["role"] != "test" or "sae" not in c["methods"]:
+            continue
+        ms = c["methods"]
+        best = max(
+            (ms[k] for k in ("patching-mean", "patching-resample", "eap") if k in ms),
+            key=lambda x: x["cpr_counterfactual"]["mean"],
+        )
+        sae, top = ms["sae"]["cpr_counterfactual"]["mean"], best["cpr_counterfactual"]["mean"]
+        met = sae >= top - 0.05 and ms["sae"]["passes"] <= 3
+        goal.append(f"{case} {'**met**' if met else 'missed'} ({sae:.3f} vs {best['label']} {top:.3f})")
     return (
+        "Goal of issue 17, checked on the test cases (the default's CPR cf within 0.05 of the best "
+        f"baseline's at ≤ 3 passes): {'; '.join(goal)}. "
         f"Spread: {data['std']}. Variants the rule did not pick did better on some test cases; they are "
         "reported, not switched to (that would be choosing on the test cases).\n\n"
         + table(
@@ -562,6 +641,15 @@ def _speed(files: Files) -> str:
             f"\n\nSharded find: `{sh['command']}` on {sh['processes']} processes ({sh['backend']}) "
             f"equals one process: {fmt(sh['equal'])} (max |score difference| {sh['max_abs_score_diff']:g})."
         )
+    text += (
+        "\n\nWhy find costs about one forward pass: `hook result` is z @ W_O and every SAE encoder starts "
+        "with one linear map, so W_O is folded into the encoder once per find and each head's z goes "
+        "straight "
+        "to latent space; codes are kept per prompt and head, never the activations. What sits above one "
+        "forward pass is mostly the SAE fit, a fixed cost that does not grow with n_score. Busy CPU: "
+        "`circuits/threads.py` sets OMP_WAIT_POLICY=PASSIVE before torch loads; two processes sharing two "
+        "cores can at best halve each one's speed, so a contended / alone ratio near 2 is the floor."
+    )
     tp = (data.get("sae_throughput") or {}).get("results") or {}
     if tp:
         text += (
