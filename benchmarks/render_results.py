@@ -854,6 +854,15 @@ def _smollm2_absorption(files: Files) -> str:
         + ", ".join(f"{k} {fmt(x)}" for k, x in v["absorption_present"].items())
         + f"; Matryoshka below TopK: {fmt(v['matryoshka_below_topk'])}; below ReLU: "
         f"{fmt(v['matryoshka_below_relu'])} ({v['rule']}).\n\n"
+        + table(
+            ["SAE", "L0", "FVU", "absorption rate", "false negatives (main latent silent)"],
+            [
+                [r["setting"], pm(r["l0"], 1), pm(r["fvu"], 2), pm(r["absorption_rate"], 4),
+                 pm(r["false_negative_rate"], 2)]
+                for r in data["results"]
+            ],
+        )
+        + "\n\n"
         + figure("smollm2_absorption.png", "absorption")
     )
 
