@@ -33,8 +33,9 @@ from circuits.discovery.config import FindConfig
 from circuits.discovery.pipeline import split_prompts
 from circuits.edges.graph import ComputeGraph
 from circuits.errors import CircuitsError
+from circuits.evaluation.bootstrap import CI_NOTE, auc_interval
 from circuits.evaluation.edge_mib import EDGE_SOURCES, edge_mib_scores, run_edge_ranking
-from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, roc_curve_points
+from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, head_labels, roc_curve_points
 from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores, random_floor
 from circuits.methods import SELECTION_NOTE
 from circuits.methods.acdc import ACDC_EDGES
@@ -209,6 +210,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
             "backward_passes": _summary([r["backward_passes"] for r in runs]),
             "runs": runs,
         }
+        _auc_intervals(methods[m], [rankings[f"{m}#{s}"] for s in method_seeds], truths, L, H)
     if progress and config.mib_prompts:  # the CPR/CMD passes can take as long as a method (SmolLM2: minutes)
         progress(MIB_STAGE, 0, 2)
     mib = _mib(task, loaded, config, rankings, methods)
@@ -255,6 +257,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
                          f"scores no edges is ranked by edges {EDGE_SOURCES['node-derived']}") if edge_mib
             else "not computed (--no-edge-mib or --mib-prompts 0)",
             "agreement": "Spearman rank correlation between methods' node scores (each method's first run)",
+            "ci95": CI_NOTE,
             "node_roc_auc_resample": "node ROC AUC against the circuit found under resample ablation "
                                      "(shipped beside the mean-ablation ground truth)",
             "actdiff": "activation difference, the discrete-SAE method's null model: per head, the L2 "
@@ -266,6 +269,21 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
     return report, kept
 
 
+def _auc_intervals(entry: dict[str, Any], scores: list[Any], truths: dict[str, GroundTruth],
+                   n_layers: int, n_heads: int) -> None:
+    """Each node AUC summary gets "ci95": the mean AUC over the runs, heads resampled (circuits.evaluation.
+    bootstrap: a run is one ranking, so its prompts cannot be resampled without rerunning it)."""
+    for name, truth in truths.items():
+        summary = entry.get("node_roc_auc" if name == "mean" else f"node_roc_auc_{name}")
+        if summary is not None:
+            summary["ci95"] = auc_interval(scores, head_labels(truth, n_layers, n_heads))
+
+
+def _groups(methods: dict[str, Any]) -> dict[str, list[str]]:
+    """Method -> its runs' ranking names: CPR / CMD intervals are for the mean over a method's seeds."""
+    return {m: [f"{m}#{seed}" for seed in entry["seeds"]] for m, entry in methods.items()}
+
+
 def _mib(task: Task, loaded: LoadedModel, config: CompareConfig, rankings: dict[str, Any],
          methods: dict[str, Any]) -> dict[str, Any] | None:
     """CPR / CMD of every run's ranking (one batched call per intervention); summaries into `methods`."""
@@ -273,19 +291,24 @@ def _mib(task: Task, loaded: LoadedModel, config: CompareConfig, rankings: dict[
         return None
     score_set = _mib_prompts(task, loaded, config)
     result = mib_scores(loaded.model, task, score_set, rankings, INTERVENTIONS, n_random=config.mib_random,
-                        seed=config.find.seed)
+                        seed=config.find.seed, groups=_groups(methods))
     _summarise_areas(result, methods, "")
     return result
 
 
 def _summarise_areas(result: dict[str, Any], methods: dict[str, Any], prefix: str) -> None:
-    """Per method, CPR / CMD mean ± std over its seeds (`<prefix>cpr_<intervention>`) and each run's areas
-    (`<prefix>mib_<intervention>`); the random floor into `result`."""
+    """Per method, CPR / CMD mean ± std over its seeds (`<prefix>cpr_<intervention>`, with "ci95": the
+    prompt-bootstrap interval of that mean) and each run's areas (`<prefix>mib_<intervention>`); the random
+    floor into `result`."""
     for m, entry in methods.items():
         for intervention, res in result["interventions"].items():
             runs = [res["rankings"][f"{m}#{seed}"] for seed in entry["seeds"]]
             for key in ("cpr", "cmd"):
-                entry[f"{prefix}{key}_{intervention}"] = _summary([r[key] for r in runs])
+                summary = _summary([r[key] for r in runs])
+                ci = res.get("groups", {}).get(m, {}).get(f"{key}_ci")
+                if summary is not None and ci is not None:
+                    summary["ci95"] = ci
+                entry[f"{prefix}{key}_{intervention}"] = summary
             for r, run in zip(runs, entry["runs"], strict=True):
                 run[f"{prefix}mib_{intervention}"] = r
     result["random"] = random_floor(result)
@@ -303,7 +326,7 @@ def _edge_mib(task: Task, loaded: LoadedModel, config: CompareConfig,
     scores = {key: r[0] for key, r in edge_rankings.items()}
     signed = {key: r[1] for key, r in edge_rankings.items() if r[1] is not None}
     result = edge_mib_scores(loaded.model, task, score_set, scores, signed, INTERVENTIONS,
-                             n_random=config.mib_random, seed=config.find.seed)
+                             n_random=config.mib_random, seed=config.find.seed, groups=_groups(methods))
     for m, entry in methods.items():
         entry["edge_scores_from"] = edge_rankings[f"{m}#{entry['seeds'][0]}"][2]
     _summarise_areas(result, methods, "edge_")

@@ -103,3 +103,26 @@ def test_node_and_edge_cpr_cmd_carry_intervals() -> None:
         e, p = res["rankings"]["e"], plain["interventions"][name]["rankings"]["e"]
         assert e["cmd_ci"] == p["cmd_ci"] and e["cpr_ci"] != p["cpr_ci"]
         assert res["groups"]["g"] == {"cpr_ci": e["cpr_ci"], "cmd_ci": e["cmd_ci"]}
+
+
+def test_compare_reports_intervals_beside_the_point_estimates(planted, monkeypatch) -> None:
+    from test_compare import FAST_FIND
+
+    from circuits.compare import CompareConfig, compare_methods
+    from tasks.base import GroundTruth
+
+    task, loaded, heads = planted
+    other = GroundTruth(heads=(*sorted(heads), (1, 0)), source="ablation")  # (1, 0) does nothing
+    monkeypatch.setattr(loaded, "other_truths", {task.name: {"resample": other}})
+    report = compare_methods(task, loaded, CompareConfig(methods=("eap",), seeds=2, find=FAST_FIND,
+                                                         mib_prompts=12))
+    eap = report["methods"]["eap"]
+    assert eap["node_roc_auc"]["ci95"] == pytest.approx([1.0, 1.0])  # planted heads first in any resample
+    low, high = eap["node_roc_auc_resample"]["ci95"]
+    assert low < eap["node_roc_auc_resample"]["mean"] < 1.0 and high == pytest.approx(1.0)
+    for prefix in ("", "edge_"):
+        for key in ("cpr", "cmd"):
+            for intervention in ("counterfactual", "mean"):
+                summary = eap[f"{prefix}{key}_{intervention}"]
+                assert len(summary["ci95"]) == 2 and summary["ci95"][0] <= summary["ci95"][1]
+    assert "bootstrap" in report["notes"]["ci95"]
