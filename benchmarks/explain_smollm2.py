@@ -37,7 +37,8 @@ import torch  # noqa: E402
 from benchmarks._report import emit  # noqa: E402
 from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.discovery.pipeline import find_circuit_with  # noqa: E402
-from circuits.explain import ExplainConfig, explain_circuit  # noqa: E402
+from circuits.explain.config import ExplainConfig  # noqa: E402
+from circuits.explain.explain import explain_circuit  # noqa: E402
 from circuits.explain.roles import ATTENDS  # noqa: E402
 from circuits.explain.run import explain_payload  # noqa: E402
 from circuits.models import load_model  # noqa: E402

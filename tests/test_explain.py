@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from circuits._compat import HookedTransformer, HookedTransformerConfig
 from circuits.cli.main import app
-from circuits.explain import ExplainConfig, explain_circuit
+from circuits.explain.config import ExplainConfig
+from circuits.explain.explain import explain_circuit
 from circuits.explain.roles import KINDS
 from circuits.models import LoadedModel
 from circuits.tokenizer import WordTokenizer

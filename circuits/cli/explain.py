@@ -12,6 +12,7 @@ from rich.table import Table
 from circuits.cli.common import (
     check_writable_dir,
     claim_outputs,
+    config_option,
     out,
     print_json,
     progress_callback,
@@ -19,6 +20,7 @@ from circuits.cli.common import (
     user_errors,
 )
 from circuits.errors import CircuitsError
+from circuits.explain.config import ExplainConfig
 
 
 @user_errors
@@ -28,12 +30,11 @@ def explain(
     task: str | None = typer.Option(None, "--task", "-t",
                                     help="override the saved task (a task file's path)"),
     model: str | None = typer.Option(None, "--model", "-m", help="override the run's model"),
-    n_prompts: int = typer.Option(64, help="positive/negative pairs explained (the run's first scoring "
-                                           "ones)"),
-    max_codes: int = typer.Option(4, help="codes listed per head, most frequent on the positives first"),
-    examples: int = typer.Option(3, help="example prompts per code"),
-    steps: int = typer.Option(200, help="Adam steps of the per-head SAEs (runs without an SAE of their own)"),
-    d_sae: int = typer.Option(16, help="latents per head of those SAEs"),
+    n_prompts: int = config_option(ExplainConfig, "n_prompts"),
+    max_codes: int = config_option(ExplainConfig, "max_codes"),
+    examples: int = config_option(ExplainConfig, "examples"),
+    steps: int = config_option(ExplainConfig, "steps"),
+    d_sae: int = config_option(ExplainConfig, "d_sae"),
     report_path: Path | None = typer.Option(None, "--report", help="write the run's HTML report with the "
                                                                     "explanation section here"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report (atomically)"),
@@ -42,7 +43,6 @@ def explain(
     """Explain each head of a found circuit: its codes, where it looks, what it writes, what patching it
     costs, and a role line from those measurements."""
     from circuits.cli.evaluate import load_run
-    from circuits.explain.explain import ExplainConfig
     from circuits.explain.run import explain_payload
     from circuits.models import load_model
     from tasks import get_task

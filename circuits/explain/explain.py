@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,32 +13,13 @@ from circuits.errors import CircuitsError
 from circuits.explain.attention import marked_text, position_table, shares
 from circuits.explain.causal import patch_drops
 from circuits.explain.codes import HeadCodes, own_codes, own_sae_config, run_codes
+from circuits.explain.config import ExplainConfig
 from circuits.explain.direct import TARGET, answer_directions, direct_effects, is_exact
 from circuits.explain.passes import trace
 from circuits.explain.roles import role_line, top_position
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
 from tasks.base import Head, PromptSet, Task, named_positions
-
-
-@dataclass(frozen=True)
-class ExplainConfig:
-    """The knobs of an explanation; the prompts are the run's own scoring prompts (seed and n_train of
-    the run), the first `n_prompts` of them."""
-
-    n_prompts: int = 64  # positive/negative pairs explained
-    max_codes: int = 4  # codes listed per head (most frequent on the positives first)
-    examples: int = 3  # example prompts per code
-    steps: int = 200  # Adam steps of the own per-head SAEs
-    d_sae: int = 16  # latents per own SAE: a vocabulary a reader can go through
-    batch_size: int = 64
-
-    def validate(self) -> None:
-        for name in ("n_prompts", "max_codes", "steps", "d_sae", "batch_size"):
-            if getattr(self, name) < 1:
-                raise CircuitsError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.examples < 0:
-            raise CircuitsError(f"--examples must be zero or more, got {self.examples}")
 
 
 def explain_circuit(task: Task, loaded: LoadedModel, circuit: list[Head], seed: int = 0, n_train: int = 10,

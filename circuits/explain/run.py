@@ -8,7 +8,8 @@ from typing import Any
 
 from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError
-from circuits.explain.explain import ExplainConfig, explain_circuit
+from circuits.explain.config import ExplainConfig
+from circuits.explain.explain import explain_circuit
 from circuits.models.loaded import LoadedModel
 from circuits.progress import Progress
 from tasks.base import Head, Task
