@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint
+.PHONY: demo test setup lint docs
 
 setup: $(STAMP)
 
@@ -30,3 +30,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# docs/results.md and the README's standing table, from benchmarks/results/**/*.json (a test checks they are current)
+docs: $(STAMP)
+	$(BIN)/python benchmarks/render_results.py
