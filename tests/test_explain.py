@@ -122,6 +122,19 @@ def test_planted_copy_head_labelled_by_its_position_and_the_idle_head_by_none(co
         assert sum(c["n_positive"] for c in head["codes"]) <= 24
         assert code["examples"] and all(any(f"[[{w}]]" in e for w in words) for e in code["examples"])
     assert out["direct_effect"]["exact"] is True
+    for head in (mover, idle):
+        listed = {c["code"]: c for c in head["codes"]}
+        for u in head["positive_unique_codes"]:  # each one seen on positives only
+            assert u["n_positive"] > 0 and (u["code"] not in listed or listed[u["code"]]["n_negative"] == 0)
+
+
+def test_positive_unique_codes_are_the_ones_negatives_never_show():
+    from circuits.explain.explain import positive_unique
+
+    pos, neg = torch.tensor([0, 0, 1, 3, 3, 3]), torch.tensor([1, 2, 2, 2, 0, 1])
+    assert positive_unique(pos, neg, n_codes=4) == [{"code": "silent", "n_positive": 3}]
+    assert positive_unique(torch.tensor([2, 2, 1]), torch.tensor([0, 0, 0]), n_codes=4) == [
+        {"code": 2, "n_positive": 2}, {"code": 1, "n_positive": 1}]
 
 
 def test_explain_refuses_an_empty_circuit_and_missing_heads(copy_setup):

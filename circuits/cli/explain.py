@@ -91,6 +91,11 @@ def render_explain(block: dict[str, Any]) -> None:
     for h in block["heads"]:
         roles.add_row(f"L{h['head'][0]}H{h['head'][1]}", h["role"]["kind"], h["role"]["line"])
     out.print(roles)
+    unique = [f"L{h['head'][0]}H{h['head'][1]} " + ", ".join(f"{u['code']} ({u['n_positive']})"
+                                                          for u in h.get("positive_unique_codes", []))
+              for h in block["heads"] if h.get("positive_unique_codes")]
+    out.print("codes on positives only (count): " + ("; ".join(unique) if unique else "none"),
+              highlight=False)
     codes = Table(title="codes (positives carrying each; patch = counterfactual drop on those prompts)")
     for col in ("head", "code", "pos", "neg", "unique", "looks at", "direct", "patch drop", "example"):
         codes.add_column(col, justify="right" if col in ("pos", "neg", "direct", "patch drop") else "left",

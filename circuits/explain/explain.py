@@ -90,6 +90,8 @@ def explain_circuit(task: Task, loaded: LoadedModel, circuit: list[Head], seed: 
                                loaded, config),
         }
         entry["n_codes_on_positives"] = int(codes.codes[:n, j].unique().numel())
+        entry["positive_unique_codes"] = positive_unique(codes.codes[:n, j], codes.codes[n:, j],
+                                                         codes.n_codes)
         out_heads.append(entry)
     lap("summaries")
     timings["total"] = time.perf_counter() - start
@@ -107,6 +109,16 @@ def explain_circuit(task: Task, loaded: LoadedModel, circuit: list[Head], seed: 
         "heads": out_heads, "timings": timings,
         "seconds_per_head": timings["total"] / len(heads),
     }
+
+
+def positive_unique(pos: torch.Tensor, neg: torch.Tensor, n_codes: int) -> list[dict[str, Any]]:
+    """pos, neg: [n] one head's codes -> every code seen on positives and never on negatives, with its
+    count on the positives (most frequent first); the silent code is called "silent"."""
+    counts_pos = torch.bincount(pos, minlength=n_codes)
+    counts_neg = torch.bincount(neg, minlength=n_codes)
+    only = ((counts_pos > 0) & (counts_neg == 0)).nonzero()[:, 0].tolist()
+    return [{"code": c if c != n_codes - 1 else "silent", "n_positive": int(counts_pos[c])}
+            for c in sorted(only, key=lambda c: -int(counts_pos[c]))]
 
 
 def holders(prompts: PromptSet, positions: dict[str, torch.Tensor]) -> dict[str, str | None]:

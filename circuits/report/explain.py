@@ -15,6 +15,10 @@ def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:.0f}%"
 
 
+def _unique(head: dict[str, Any]) -> str:
+    return ", ".join(f"{u['code']} ({u['n_positive']})" for u in head.get("positive_unique_codes", []))
+
+
 def explain_html(payload: dict[str, Any]) -> str:
     """The section's HTML, or "" when the payload has no explanation."""
     block = payload.get("explain")
@@ -28,7 +32,8 @@ def explain_html(payload: dict[str, Any]) -> str:
              f"{_esc(block.get('causal_check', ''))}. Roles come from these measurements, never from a "
              f"head's index.</p>")
     roles = "".join(f"<tr><td>L{h['head'][0]}H{h['head'][1]}</td><td>{_esc(h['role']['kind'])}</td>"
-                    f"<td>{_esc(h['role']['line'])}</td></tr>" for h in block["heads"])
+                    f"<td>{_esc(h['role']['line'])}</td><td>{_esc(_unique(h))}</td></tr>"
+                    for h in block["heads"])
     rows = []
     for h in block["heads"]:
         for c in h.get("codes", []):
@@ -43,5 +48,6 @@ def explain_html(payload: dict[str, Any]) -> str:
     codes = ("<table><tr><th>head</th><th>code</th><th>positives</th><th>negatives</th><th>positive-only</th>"
              "<th>looks at</th><th>direct effect</th><th>patch drop</th><th>examples ([[attended]])</th></tr>"
              + "".join(rows) + "</table>")
-    return (intro + "<table><tr><th>head</th><th>kind</th><th>role</th></tr>" + roles + "</table>"
+    return (intro + "<table><tr><th>head</th><th>kind</th><th>role</th><th>codes on positives only (count)"
+            "</th></tr>" + roles + "</table>"
             + "<h3>Codes</h3>" + codes)
