@@ -34,7 +34,7 @@ from circuits.ablation import metric_under_masks, reference_z  # noqa: E402
 from circuits.models import load_model  # noqa: E402
 from circuits.truths import write_truth  # noqa: E402
 from circuits.zoo.data import prompt_seed  # noqa: E402
-from circuits.zoo.greedy_truth import greedy_ground_truth  # noqa: E402
+from circuits.zoo.greedy_truth import greedy_ground_truth, post_attention_norm  # noqa: E402
 from circuits.zoo.ground_truth import GroundTruthResult  # noqa: E402
 from tasks import get_task  # noqa: E402
 
@@ -85,7 +85,8 @@ def run_task(model_name: str, name: str, lm: Any, n_prompts: int, ablations: lis
         progress=lambda stage, d, t: log(f"{model_name} {name} {stage}", d, t))
     ranking = None
     if "mean" in ablations:
-        mean = greedy_ground_truth(lm.model, task, prompts, edges=True, ablation="mean", method_notes=notes,
+        edges = not post_attention_norm(lm.model)  # Gemma: a head's write is not linear, no edges
+        mean = greedy_ground_truth(lm.model, task, prompts, edges=edges, ablation="mean", method_notes=notes,
                                    **common)
         path = _write(model_name, name, "mean", mean, out)
         log(f"{name} mean: {len(mean.truth.heads)} heads, {len(mean.truth.edges)} edges, faithfulness "

@@ -136,3 +136,14 @@ def test_bad_arguments_are_one_line() -> None:
         greedy_ground_truth(model, task, prompts, batch=0)
     with pytest.raises(CircuitsError, match="every head"):
         greedy_ground_truth(model, task, prompts, edges=False, ranking=[(0, 0)])
+
+
+def test_edges_are_refused_where_attention_output_is_normalised() -> None:
+    from conftest import ToyTask
+    from gemma_tiny import tiny_gemma_tl
+
+    task = ToyTask()
+    tok = task.word_tokenizer()
+    model = tiny_gemma_tl(tok.vocab_size)
+    with pytest.raises(CircuitsError, match="edges=False"):
+        greedy_ground_truth(model, task, task.prompts(tok, 8, seed=0), edges=True)

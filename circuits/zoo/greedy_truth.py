@@ -19,7 +19,8 @@ Procedure (recorded in `GroundTruth.method`):
 5. Minimality check (as the reference search): every subset one head smaller of a pool (S plus the
    ranking's top heads up to `pool_size`) is scored when there are at most `max_exhaustive`; a valid one
    replaces S (step 4 again) and the check repeats.
-6. Edges (optional, mean or zero ablation): `circuits.zoo.ground_truth._edge_effects`.
+6. Edges (optional, mean or zero ablation; refused where attention output is normalised before the
+   residual stream, as in Gemma: a head's write is not linear there): `ground_truth._edge_effects`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def backward_greedy(scorer: Callable[[list[frozenset[Head]]], list[float]], head
     return heads, rounds
 
 
+def post_attention_norm(model: HookedTransformer) -> bool:
+    """Whether attention output is normalised before the residual stream (Gemma): a head's write is then
+    not the linear z @ W_O that the edge measurement swaps."""
+    return bool(getattr(model.cfg, "use_normalization_before_and_after", False))
+
+
 def greedy_ground_truth(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: float = 0.9,
                         pool_size: int = 12, max_exhaustive: int = 100, edges: bool = True,
                         edge_threshold: float = 0.02, max_rows: int = 1024, batch: int = 8,
@@ -85,6 +92,9 @@ def greedy_ground_truth(model: HookedTransformer, task: Task, prompts: PromptSet
     if edges and ablation not in ("mean", "zero"):
         raise CircuitsError(f"ground-truth edges are measured under mean or zero ablation, not '{ablation}' "
                             f"(pass edges=False)")
+    if edges and post_attention_norm(model):
+        raise CircuitsError("ground-truth edges add a head's write linearly to the residual stream; this "
+                            "model normalises attention output before it joins (Gemma): pass edges=False")
     if batch < 1:
         raise CircuitsError(f"batch must be positive, got {batch}")
     with torch_threads(threads):
