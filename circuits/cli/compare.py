@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from circuits.cli.common import (
     user_errors,
 )
 from circuits.cli.common import out as results  # tables on stdout, progress on stderr
-from circuits.compare import CompareConfig
 from circuits.discovery.config import FindConfig
 
 ABLATIONS = ("mean", "resample", "zero")
@@ -43,9 +43,9 @@ def compare(
     n_score: int = config_option(FindConfig, "n_score"),
     acdc_prompts: int = typer.Option(100, help="ACDC runs on the first N scoring prompts"),
     acdc_distance: str = typer.Option("kl", help="ACDC distance: kl | metric"),
-    acdc_edges: int = typer.Option(
-        CompareConfig.acdc_edges, help="on a graph with more edges, ACDC searches only EAP's top N edges "
-                                       "(bounded ACDC, labelled so); 0: every edge (days on SmolLM2)"),
+    acdc_edges: int | None = typer.Option(  # None: CompareConfig's default (not imported here: too heavy)
+        None, help="on a graph with more edges, ACDC searches only EAP's top N edges (bounded ACDC, "
+                   "labelled so); 0: every edge (days on SmolLM2); default: ACDC_EDGES (300)"),
     acdc_budget: float | None = typer.Option(
         None, help="seconds after which ACDC stops testing edges (its row says how many it tested)"),
     patching_prompts: int = typer.Option(
@@ -76,6 +76,7 @@ def compare(
     from circuits.compare import (
         NULL_MODEL,
         OUTPUT_FILES,
+        CompareConfig,
         compare_with_rankings,
         parse_methods,
         write_outputs,
@@ -91,7 +92,9 @@ def compare(
                            acdc_prompts=acdc_prompts, acdc_distance=acdc_distance, selection=selection,
                            vary_prompts=vary_prompts, patching_prompts=patching_prompts,
                            baseline_seeds=baseline_seeds, mib_prompts=mib_prompts, mib_random=mib_random,
-                           acdc_edges=acdc_edges, acdc_budget=acdc_budget, edge_mib=edge_mib)
+                           acdc_budget=acdc_budget, edge_mib=edge_mib)
+    if acdc_edges is not None:
+        config = replace(config, acdc_edges=acdc_edges)
     config.validate()
     check_rule(selection)
     task_obj = get_task(task)
