@@ -1,0 +1,279 @@
+"""Edge- and node-level CPR/CMD on held-out prompts for every method (issues 23 and 29):
+the discrete-SAE method, its null model actdiff, EAP, EAP-IG, mean patching, bounded ACDC, edge-prune, the
+rank ensemble and random.
+
+Held out: every method fits on training prompts (task.prompts(n, seed 10000): the SAE's 10 training pairs
+first, then the 16 fitting prompts every method scores with, find's split) and every CPR/CMD is measured on
+evaluation prompts drawn with seed 0 minus any pair equal to a fitting one. Node-only methods (sae, actdiff,
+patching) are ranked at edge level by edges derived from their head scores
+(`circuits.edges.graph.node_derived_edge_scores`); edge CPR ranks by the signed score where a method has one
+(EAP, EAP-IG: minus the attribution, higher = holds the metric up), CMD by magnitude (MIB's rule).
+
+Settings, fixed from a cost probe on SmolLM2 IOI (one thread) before any score,
+the same for every model and task:
+- 16 fitting prompts, 8 held-out evaluation prompts, 2 random rankings for the floor: evaluation (patched
+  forwards, ~5 CPU s per graph per 16 SmolLM2 prompts, 9 graphs per curve) dominates the cost;
+- sae: 5 SAE seeds, `circuits find` defaults otherwise; actdiff, EAP, EAP-IG (m = 5) once (deterministic);
+- patching: mean ablation on the first 4 fitting prompts (one pass per head);
+- ACDC bounded to the top-30 edges of an EAP pass (KL distance, paired corruption) on the first 4 fitting
+  prompts: an edge test is ~3 CPU s on SmolLM2, so top-100 would cost ~5 min per task and top-1000 ~55 min;
+- edge-prune: warm start from the EAP-IG run above (its cost added), 5 seeds x 10 steps at batch 4 (lr 0.1,
+  target 10 % of edges): NOT the 200-step default, which alone takes ~15 CPU-min per seed on SmolLM2;
+- ensemble: mean normalised rank of |EAP-IG|, edge-prune and |EAP|, one per edge-prune seed;
+- counterfactual edge CPR/CMD for every ranking; the mean intervention and node CPR/CMD for the issue-23
+  methods (sae, actdiff, eap, eap-ig, patching, acdc) only, not for edge-prune / ensemble (budget);
+- one thread (the machine is shared).
+Mean ± population std over seeds (sae: SAE seed; edge-prune, ensemble: gate-noise seed). Passes: rows run
+divided by the 16 fitting prompts (forward, backward); seconds: wall clock of the method alone.
+
+    python benchmarks/edge_level.py --only smollm2-135m:ioi   # run (repeatable; default all) and merge
+    python benchmarks/edge_level.py --table                   # the markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _report import emit, written_by  # noqa: E402
+
+# isort: off
+import circuits.methods  # noqa: E402, F401  (first: circuits.edges.patching imports circuits.methods)
+# isort: on
+from circuits.discovery.config import FindConfig  # noqa: E402
+from circuits.discovery.pipeline import split_prompts  # noqa: E402
+from circuits.edges.graph import ComputeGraph  # noqa: E402
+from circuits.evaluation.edge_mib import edge_mib_scores, run_edge_ranking  # noqa: E402
+from circuits.evaluation.mib import mib_scores  # noqa: E402
+from circuits.jsonio import read_json  # noqa: E402
+from circuits.methods.acdc import acdc  # noqa: E402
+from circuits.methods.base import Cost  # noqa: E402
+from circuits.methods.edge_prune import edge_prune, node_scores_from_edges  # noqa: E402
+from circuits.methods.ensemble import ensemble_scores  # noqa: E402
+from circuits.methods.registry import MethodInput, get_method  # noqa: E402
+from circuits.models import load_model  # noqa: E402
+from tasks import get_task  # noqa: E402
+from tasks.base import PromptSet  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "edge_level.json"
+RUNS = ("tiny-ioi:ioi", "tiny-greaterthan:greaterthan", "tiny-docstring:docstring", "smollm2-135m:ioi",
+        "smollm2-135m:greaterthan", "smollm2-135m:docstring")
+SETTINGS: dict[str, Any] = {
+    "fit_seed": 10_000, "eval_seed": 0, "sae_n_train": 10, "n_fit": 16, "n_eval": 8, "n_random": 2,
+    "sae_seeds": 5, "patching": "mean", "patching_prompts": 4, "acdc_prompts": 4, "acdc_candidates": 30,
+    "acdc_distance": "kl", "ig_steps": 5, "prune_init": "eap-ig", "prune_seeds": 5, "prune_steps": 10,
+    "prune_batch": 4, "prune_lr": 0.1, "prune_target": 0.1, "threads": 1}
+ISSUE23 = ("sae", "actdiff", "eap", "eap-ig", "patching", "acdc")  # mean intervention and node CPR/CMD too
+LABELS = {"sae": "discrete SAE (5 SAE seeds)", "actdiff": "actdiff (SAE's null model)", "eap": "EAP",
+          "eap-ig": "EAP-IG (inputs, m=5)", "patching": "patching (mean)",
+          "acdc": "ACDC (bounded, top-30 EAP edges)", "edge-prune": "edge-prune (EAP-IG init, 10 steps)",
+          "ensemble": "ensemble (EAP-IG, edge-prune, EAP)"}
+NODE_ONLY = ("sae", "actdiff", "patching")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Mean and population std (numpy's default, ddof=0) over seeds, with the values."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)),
+            "values": [float(v) for v in values]}
+
+
+def held_out(task: Any, tokenizer: Any, fitting: PromptSet, n: int, seed: int) -> tuple[PromptSet, int]:
+    """n evaluation prompts drawn with `seed`, minus any pair whose positive or negative is a fitting prompt;
+    -> (prompts, pairs dropped)."""
+    drawn = task.prompts(tokenizer, 4 * n, seed)
+    if drawn.seq_len != fitting.seq_len:
+        return drawn.subset(slice(0, n)), 0
+    seen = {tuple(r) for r in fitting.positive.tolist()} | {tuple(r) for r in fitting.negative.tolist()}
+    rows = [i for i, (p, q) in enumerate(zip(drawn.positive.tolist(), drawn.negative.tolist(), strict=True))
+            if tuple(p) not in seen and tuple(q) not in seen]
+    return drawn.subset(rows[:n]), len(drawn) - len(rows)
+
+
+class Runs:
+    """Every run's rankings and costs, keyed "method#seed"."""
+
+    def __init__(self, graph: ComputeGraph):
+        self.graph = graph
+        self.node: dict[str, torch.Tensor] = {}
+        self.edge: dict[str, torch.Tensor] = {}
+        self.signed: dict[str, torch.Tensor] = {}
+        self.source: dict[str, str] = {}
+        self.cost: dict[str, dict[str, float]] = {}
+
+    def add(self, key: str, node: torch.Tensor, edge: torch.Tensor | None, signed: torch.Tensor | None,
+            seconds: float, forward: float, backward: float) -> None:
+        scores, sgn, source = run_edge_ranking(self.graph, node, edge, signed)
+        self.node[key], self.edge[key], self.source[key.split("#")[0]] = node.float(), scores, source
+        if sgn is not None:
+            self.signed[key] = sgn
+        self.cost[key] = {"seconds": seconds, "forward": forward, "backward": backward}
+
+
+def fit_methods(loaded: Any, task: Any, s: dict[str, Any]) -> tuple[Runs, PromptSet, PromptSet]:
+    """Run every method on the fitting prompts -> (runs, fitting prompts, every prompt drawn for fitting)."""
+    model = loaded.model
+    graph = ComputeGraph.of(model)
+    find = FindConfig(n_train=s["sae_n_train"], n_score=s["n_fit"], seed=s["fit_seed"])
+    drawn = task.prompts(loaded.tokenizer, find.n_train + find.n_score, find.seed)
+    _, fit = split_prompts(drawn, find.n_train)
+    runs = Runs(graph)
+
+    def registered(method: str, seed: int, **options: Any) -> Any:
+        return get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed,
+                                                  options=options))
+
+    for seed in range(s["sae_seeds"]):
+        log(f"sae seed {seed}")
+        r = registered("sae", seed)
+        runs.add(f"sae#{seed}", r.node_scores, None, None, r.seconds, r.forward, r.backward)
+    for method, key in (("actdiff", "actdiff"), ("eap", "eap"), ("eap-ig", "eap-ig"),
+                        ("patching-mean", "patching")):
+        log(method)
+        opts = {"patching_prompts": s["patching_prompts"]} if key == "patching" else {}
+        if key == "eap-ig":
+            opts = {"ig_steps": s["ig_steps"]}
+        r = registered(method, 0, **opts)
+        runs.add(f"{key}#0", r.node_scores, r.graph_edge_scores, r.signed_graph_edge_scores, r.seconds,
+                 r.forward, r.backward)
+    log("acdc")
+    sub = fit.subset(slice(0, s["acdc_prompts"]))
+    a = acdc(model, task, sub, distance=s["acdc_distance"], candidates=s["acdc_candidates"])
+    unit = len(sub) / len(fit)
+    runs.add("acdc#0", a.node_scores, a.graph_edge_scores, None, a.seconds, a.n_forward * unit,
+             a.n_backward * unit)
+    ig_cost, eap_cost = runs.cost["eap-ig#0"], runs.cost["eap#0"]
+    ig_signed = runs.signed["eap-ig#0"]  # -attribution; the warm start uses its magnitude
+    for seed in range(s["prune_seeds"]):
+        log(f"edge-prune seed {seed}")
+        cost = Cost(len(fit))
+        t0 = time.perf_counter()
+        p = edge_prune(model, task, fit, ig_signed, steps=s["prune_steps"], lr=s["prune_lr"],
+                       target_edges=s["prune_target"], batch_size=s["prune_batch"], seed=seed, cost=cost)
+        seconds = time.perf_counter() - t0
+        runs.add(f"edge-prune#{seed}", node_scores_from_edges(graph, p.log_alpha), p.log_alpha, None,
+                 seconds + ig_cost["seconds"], cost.forward + ig_cost["forward"],
+                 cost.backward + ig_cost["backward"])
+        t0 = time.perf_counter()
+        combined = ensemble_scores([runs.edge["eap-ig#0"], p.log_alpha, runs.edge["eap#0"]], graph).float()
+        total = {k: runs.cost[f"edge-prune#{seed}"][k] + eap_cost[k]
+                 for k in ("seconds", "forward", "backward")}
+        runs.add(f"ensemble#{seed}", node_scores_from_edges(graph, combined), combined, None,
+                 total["seconds"] + time.perf_counter() - t0, total["forward"], total["backward"])
+    return runs, fit, drawn
+
+
+def run_one(model_name: str, task_name: str, s: dict[str, Any]) -> dict[str, Any]:
+    task = get_task(task_name)
+    loaded = load_model(model_name, task, 0)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    runs, fit, drawn = fit_methods(loaded, task, s)
+    fit_cpu = time.process_time() - cpu0
+    evaluation, dropped = held_out(task, loaded.tokenizer, drawn, s["n_eval"], s["eval_seed"])
+    graph = runs.graph
+    log("edge CPR/CMD, counterfactual")
+    cf = edge_mib_scores(loaded.model, task, evaluation, runs.edge, runs.signed, ("counterfactual",),
+                         n_random=s["n_random"], seed=s["eval_seed"])
+    main = [k for k in runs.edge if k.split("#")[0] in ISSUE23]
+    log("edge CPR/CMD, mean")
+    mean = edge_mib_scores(loaded.model, task, evaluation, {k: runs.edge[k] for k in main},
+                           {k: v for k, v in runs.signed.items() if k in main}, ("mean",),
+                           n_random=s["n_random"], seed=s["eval_seed"])
+    log("node CPR/CMD")
+    node = mib_scores(loaded.model, task, evaluation, {k: runs.node[k] for k in main},
+                      n_random=s["n_random"], seed=s["eval_seed"])
+    edge_res = {**cf["interventions"], **mean["interventions"]}
+    methods: dict[str, Any] = {}
+    for method in LABELS:
+        keys = [k for k in runs.edge if k.split("#")[0] == method]
+        entry: dict[str, Any] = {"label": LABELS[method], "edge_source": runs.source[method],
+                                 "runs": len(keys)}
+        for intervention, res in edge_res.items():
+            if keys[0] in res["rankings"]:
+                for metric in ("cpr", "cmd"):
+                    entry[f"edge_{metric}_{intervention}"] = summary(
+                        [res["rankings"][k][metric] for k in keys])
+        for intervention, res in node["interventions"].items():
+            if keys[0] in res["rankings"]:
+                for metric in ("cpr", "cmd"):
+                    entry[f"node_{metric}_{intervention}"] = summary(
+                        [res["rankings"][k][metric] for k in keys])
+        for field in ("seconds", "forward", "backward"):
+            entry[field] = summary([runs.cost[k][field] for k in keys])
+        methods[method] = entry
+    floor: dict[str, Any] = {"label": "random ranking", "runs": s["n_random"]}
+    for prefix, results in (("edge", edge_res), ("node", node["interventions"])):
+        for intervention, res in results.items():
+            r = res["rankings"].get("random")
+            if r:
+                for metric in ("cpr", "cmd"):
+                    floor[f"{prefix}_{metric}_{intervention}"] = summary(
+                        [d[metric] for d in r.get("draws", [])] or [r[metric]])
+    methods["random"] = floor
+    return {"model": model_name, "task": task_name, "n_edges": graph.n_edges, "graph": graph.describe(),
+            "n_fit": len(fit), "n_eval": len(evaluation), "eval_pairs_dropped_as_fitting": dropped,
+            "metric": {i: {"full": r["full"], "empty": r["empty"]} for i, r in edge_res.items()},
+            "methods": methods, "fit_cpu_seconds": fit_cpu,
+            "eval_cpu_seconds": time.process_time() - cpu0 - fit_cpu,
+            "wall_seconds": time.perf_counter() - wall0, "command": written_by()["command"]}
+
+
+def report_skeleton() -> dict[str, Any]:
+    notes = {
+        "std": "population std over seeds (numpy ddof=0)",
+        "held_out": "fitting prompts: task.prompts(sae_n_train + n_fit, fit_seed), the last n_fit score "
+                    "every method; evaluation: task.prompts(4 n_eval, eval_seed) minus any pair equal to a "
+                    "fitting prompt, first n_eval",
+        "edge_source": "node-derived: edges scored from head scores (an edge scores the smaller of its two "
+                       "ends; input, MLPs, logits count as the top head)",
+        "cpr_sign": "edge CPR ranks EAP / EAP-IG by minus the attribution (signed), CMD by |.|",
+        "passes": "rows run / n_fit fitting prompts",
+        "edge_prune_cost": "includes the EAP-IG warm start; ensemble: edge-prune + EAP"}
+    return {"what": __doc__.splitlines()[0] + " " + __doc__.splitlines()[1], "settings": SETTINGS,
+            "notes": notes, "results": {}}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table docs/results.md shows (one source: benchmarks/render_results.py)."""
+    from render_results import edge_level_markdown
+
+    return edge_level_markdown(report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", default=[], help="MODEL:TASK (repeatable); default: all")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--table", action="store_true", help="print the markdown table of the stored JSON")
+    args = parser.parse_args(argv)
+    if args.table:
+        sys.stdout.write(markdown(read_json(args.out)) + "\n")
+        return 0
+    torch.set_num_threads(SETTINGS["threads"])
+    report = read_json(args.out) if args.out.exists() else report_skeleton()
+    report.update({k: v for k, v in report_skeleton().items() if k != "results"})
+    for spec in args.only or list(RUNS):
+        model_name, task_name = spec.split(":")
+        log(f"{model_name} {task_name}")
+        report["results"][spec] = run_one(model_name, task_name, SETTINGS)
+        report["written_by"] = written_by()
+        emit(report, args.out)  # after every model x task: an interrupted run keeps what it measured
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
