@@ -565,29 +565,39 @@ def _variants_tiny(files: Files) -> str:
     return "\n\n".join(parts)
 
 
-@section("edge_prune.json", "Edge-level methods: EAP, EAP-IG, edge-prune, ensemble")
-def _edge_prune(files: Files) -> str:
-    data = only(files)
-    rows = []
-    for r in data["results"]:
-        for key, m in r["methods"].items():
-            rows.append(
-                [
-                    r["model"],
-                    key,
-                    pm(m.get("cpr")),
-                    pm(m.get("cmd")),
-                    pm(m.get("forward"), 0) if "forward" in m else DASH,
-                    pm(m.get("backward"), 0) if "backward" in m else DASH,
-                    pm(m.get("seconds"), 1) if "seconds" in m else DASH,
-                ]
-            )
+EDGE_LEVEL_COLUMNS = ("edges from", "edge CPR cf", "edge CMD cf", "edge CPR mean", "edge CMD mean",
+                      "node CPR cf", "node CMD cf", "node CPR mean", "node CMD mean", "fwd", "bwd", "seconds")
+EDGE_LEVEL_KEYS = ("edge_cpr_counterfactual", "edge_cmd_counterfactual", "edge_cpr_mean", "edge_cmd_mean",
+                   "node_cpr_counterfactual", "node_cmd_counterfactual", "node_cpr_mean", "node_cmd_mean")
+
+
+def edge_level_markdown(data: dict[str, Any]) -> str:
+    """One table per model x task of benchmarks/edge_level.py's JSON (also its `--table`)."""
     s = data["settings"]
-    return (
-        f"{data['what']} Intervention: {data['intervention']}; {s['n_train']} training and {s['n_eval']} "
-        f"held-out prompts; edge-prune over {s['seeds']} seeds ({s['std']}).\n\n"
-        + table(["model", "method", "edge CPR", "edge CMD", "fwd", "bwd", "seconds"], rows)
-    )
+    parts = [
+        f"Every method fits on {s['n_fit']} prompts (seed {s['fit_seed']}) and is scored on "
+        f"{s['n_eval']} held-out prompts (seed {s['eval_seed']}, fitting pairs removed). "
+        "\"node-derived\": the method scores heads only and its edges are scored from them (an edge "
+        "scores the smaller of its two ends). Edge CPR ranks EAP / EAP-IG by the signed score (minus "
+        "the attribution), CMD by magnitude (MIB's rule). Spread: population std over seeds (sae: "
+        f"{s['sae_seeds']} SAE seeds; edge-prune and ensemble: {s['prune_seeds']} seeds; random: "
+        f"{s['n_random']} rankings). Edge-prune ran {s['prune_steps']} steps (batch "
+        f"{s['prune_batch']}), not its 200-step default, and its cost includes the EAP-IG warm start; "
+        f"patching: mean ablation on {s['patching_prompts']} prompts; ACDC over EAP's top "
+        f"{s['acdc_candidates']} edges on {s['acdc_prompts']} prompts. The mean intervention and node "
+        "CPR/CMD were not run for edge-prune and the ensemble. Passes: rows run / fitting prompts."]
+    for r in data["results"].values():
+        rows = [[m["label"], m.get("edge_source") or DASH, *(pm(m.get(k)) for k in EDGE_LEVEL_KEYS),
+                 pm(m.get("forward"), 1), pm(m.get("backward"), 1), pm(m.get("seconds"), 1)]
+                for m in r["methods"].values()]
+        parts.append(f"**{r['model']} · {r['task']}** ({r['n_edges']:,} edges; {r['n_fit']} fitting, "
+                     f"{r['n_eval']} held-out prompts)\n\n" + table(["method", *EDGE_LEVEL_COLUMNS], rows))
+    return "\n\n".join(parts)
+
+
+@section("edge_level.json", "Edge-level circuits on held-out prompts: every method")
+def _edge_level(files: Files) -> str:
+    return edge_level_markdown(only(files))
 
 
 @section("speed.json", "How fast?")
@@ -983,20 +993,22 @@ def standing(root: Path = RESULTS) -> str:
 
 
 def standing_edges(root: Path = RESULTS) -> str:
-    """Edge CPR (counterfactual, held-out prompts) of the edge-level methods, from edge_prune.json."""
-    path = root / "edge_prune.json"
+    """Edge CPR (counterfactual, held-out prompts) of the edge-level methods, from edge_level.json."""
+    path = root / "edge_level.json"
     if not path.exists():
         return ""
-    keys = ("eap", "eap-ig", "edge-prune[eap-ig]", "random")
-    anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == "edge_prune.json")
+    keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune", "ensemble", "random")
+    anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == "edge_level.json")
     rows = [
         [
-            f"[{r['model']}](docs/results.md#{anchor})",
-            *(pm(r["methods"].get(k, {}).get("cpr"), 2) for k in keys),
+            f"[{r['model']} {r['task']}](docs/results.md#{anchor})",
+            *(pm(r["methods"].get(k, {}).get("edge_cpr_counterfactual"), 2) for k in keys),
         ]
-        for r in json.loads(path.read_text())["results"]
+        for r in json.loads(path.read_text())["results"].values()
     ]
-    return table(["edge level", "EAP", "EAP-IG", "edge-prune", "random"], rows)
+    header = ["edge level (held out)", "discrete SAE", "actdiff", "EAP", "EAP-IG", "edge-prune", "ensemble",
+              "random"]
+    return table(header, rows)
 
 
 def readme_with_standing(text: str, root: Path = RESULTS) -> str:
