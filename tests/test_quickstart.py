@@ -23,3 +23,14 @@ def test_quickstart_finds_compares_draws_and_saves(tmp_path, capsys):
         assert f"{method}: " in printed
     assert "node ROC AUC" in printed and "rank agreement sae vs eap" in printed
     assert "activation difference" in printed  # the SAE method's null model is shown beside it
+
+
+def test_readme_python_block_compiles_and_its_imports_exist():
+    """The README's quick-start is the example above in short: it must parse and import what it names (running
+    it is the test above's job)."""
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(block, "README.md", "exec")
+    imports = "\n".join(line for line in block.splitlines() if line.startswith(("from ", "import ")))
+    exec(compile(imports, "README.md", "exec"), {})
+    assert "find_circuit_with" in block and "compare_methods" in block and "export_graph" in block
