@@ -881,21 +881,25 @@ def _smollm2_absorption(files: Files) -> str:
 def _explain_smollm2(files: Files) -> str:
     data = only(files)
 
-    def rows(roles: list[dict[str, Any]]) -> list[list[str]]:
+    def rows(roles: list[dict[str, Any]], block: dict[str, Any]) -> list[list[str]]:
+        unique = {tuple(h["head"]): h.get("positive_unique_codes") or [] for h in block["heads"]}
         out = []
         for r in roles:
             code = r.get("main_code") or {}
+            only = ", ".join(f"{u['code']} ({u['n_positive']})" for u in unique.get(tuple(r["head"]), []))
             out.append([
                 f"L{r['head'][0]}H{r['head'][1]}",
                 r["kind"],
                 r["published_class"],
                 r["role"].replace("|", "/"),
                 f"{code.get('code', DASH)} ({code.get('n_positive', 0)}/{code.get('n_negative', 0)})",
+                only or DASH,
                 (code.get("example") or DASH).replace("|", "/"),
             ])
         return out
 
-    header = ["head", "kind", "published class", "role", "main code (pos/neg)", "example ([[attended]])"]
+    header = ["head", "kind", "published class", "role", "main code (pos/neg)", "positive-only codes (count)",
+              "example ([[attended]])"]
     ex = data["explain"]
     parts = [
         f"{data['method']} circuit of {data['task']} on {data['model']} ({len(data['circuit'])} heads, "
@@ -903,7 +907,7 @@ def _explain_smollm2(files: Files) -> str:
         f"{fmt(ex['timings']['total'], 0)} s ({fmt(ex['seconds_per_head'], 1)} s per head); clean metric "
         f"{fmt(ex['clean_metric'], 2)}. Published classes are read off by rules fixed before the run:\n\n"
         + "\n- ".join(" ".join(item.split()) for item in data["published_rules"].split("\n- ")),
-        table(header, rows(data["roles"])),
+        table(header, rows(data["roles"], ex)),
     ]
     truth = data.get("truth_circuit")
     if truth:
@@ -911,7 +915,7 @@ def _explain_smollm2(files: Files) -> str:
         parts += [
             f"The stored ablation circuit ({len(truth['heads'])} heads, {truth['source']}), explained the "
             f"same way ({fmt(tex['timings']['total'], 0)} s):",
-            table(header, rows(truth["roles"])),
+            table(header, rows(truth["roles"], tex)),
         ]
     return "\n\n".join(parts)
 
