@@ -27,6 +27,7 @@ Mean ± population std over seeds (sae: SAE seed; edge-prune, ensemble: gate-noi
 divided by the 16 fitting prompts (forward, backward); seconds: wall clock of the method alone.
 
     python benchmarks/edge_level.py --only smollm2-135m:ioi   # run (repeatable; default all) and merge
+    python benchmarks/edge_level.py --merge other.json        # add runs written to another --out
     python benchmarks/edge_level.py --table                   # the markdown table
 """
 
@@ -259,9 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="MODEL:TASK (repeatable); default: all")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--table", action="store_true", help="print the markdown table of the stored JSON")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[],
+                        help="add the results of these JSONs (runs written elsewhere) into --out, then stop")
     args = parser.parse_args(argv)
     if args.table:
         sys.stdout.write(markdown(read_json(args.out)) + "\n")
+        return 0
+    if args.merge:
+        merged = read_json(args.out) if args.out.exists() else report_skeleton()
+        for path in args.merge:
+            merged["results"].update(read_json(path)["results"])
+        emit(merged, args.out)
         return 0
     torch.set_num_threads(SETTINGS["threads"])
     report = read_json(args.out) if args.out.exists() else report_skeleton()
