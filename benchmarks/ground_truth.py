@@ -66,7 +66,7 @@ def _write(model: str, task: str, ablation: str, result: GroundTruthResult, out:
 
 
 def run_task(model_name: str, name: str, lm: Any, n_prompts: int, ablations: list[str], out: Path | None,
-             load_seconds: float) -> None:
+             load_seconds: float, edges: bool = True) -> None:
     task = get_task(name)
     seed = prompt_seed("ground_truth", 0)
     prompts = task.prompts(lm.tokenizer, n_prompts, seed)
@@ -85,7 +85,7 @@ def run_task(model_name: str, name: str, lm: Any, n_prompts: int, ablations: lis
         progress=lambda stage, d, t: log(f"{model_name} {name} {stage}", d, t))
     ranking = None
     if "mean" in ablations:
-        edges = not post_attention_norm(lm.model)  # Gemma: a head's write is not linear, no edges
+        edges = edges and not post_attention_norm(lm.model)  # Gemma: a head's write is not linear
         mean = greedy_ground_truth(lm.model, task, prompts, edges=edges, ablation="mean", method_notes=notes,
                                    **common)
         path = _write(model_name, name, "mean", mean, out)
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--ablations", default="mean,resample")
     parser.add_argument("--n-prompts", type=int, default=N_PROMPTS)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-edges", action="store_true", help="skip the mean circuit's head->head edges")
     parser.add_argument("--out", type=Path, default=None, help="truths folder (default: circuits/truths)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,7 +121,7 @@ def main() -> None:
     log(f"loaded {args.model} in {load_seconds:.1f} s")
     ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
     for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        run_task(args.model, name, lm, args.n_prompts, ablations, args.out, load_seconds)
+        run_task(args.model, name, lm, args.n_prompts, ablations, args.out, load_seconds, not args.no_edges)
     log(f"total {time.perf_counter() - started:.0f} s")
 
 
