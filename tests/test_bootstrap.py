@@ -126,3 +126,11 @@ def test_compare_reports_intervals_beside_the_point_estimates(planted, monkeypat
                 summary = eap[f"{prefix}{key}_{intervention}"]
                 assert len(summary["ci95"]) == 2 and summary["ci95"][0] <= summary["ci95"][1]
     assert "bootstrap" in report["notes"]["ci95"]
+
+
+def test_the_compare_table_prints_the_interval_under_the_mean() -> None:
+    from circuits.cli.compare import _pm
+
+    summary = {"mean": 0.5, "std": 0.1, "values": [0.4, 0.6], "ci95": [0.41, 0.62]}
+    assert _pm(summary) == "0.500\n±0.100\n[0.41,0.62]"
+    assert _pm({"mean": 0.5, "std": 0.0, "values": [0.5]}) == "0.500"

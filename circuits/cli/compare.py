@@ -140,12 +140,17 @@ def compare(
 
 
 def _pm(summary: dict[str, Any] | None, digits: int = 3) -> str:
-    """mean, with ±std on a second line when there are several seeds (keeps the table narrow)."""
+    """mean, with ±std on a second line when there are several seeds and the 95 % bootstrap interval on
+    the last one where compare computed it (keeps the table narrow)."""
     if summary is None:
         return "—"
+    text = f"{summary['mean']:.{digits}f}"
     if len(summary["values"]) > 1:
-        return f"{summary['mean']:.{digits}f}\n±{summary['std']:.{digits}f}"
-    return f"{summary['mean']:.{digits}f}"
+        text += f"\n±{summary['std']:.{digits}f}"
+    ci = summary.get("ci95")
+    if ci is not None:
+        text += f"\n[{ci[0]:.2f},{ci[1]:.2f}]"
+    return text
 
 
 def _render_compare(result: dict[str, Any]) -> None:
@@ -155,8 +160,9 @@ def _render_compare(result: dict[str, Any]) -> None:
     table = Table(title=f"{result['task']} on {result['model']}: {len(result['seeds'])} seed(s), {gt}",
                   box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
                   caption="mean (±std over seeds); AUC rs: vs the resample-ablation circuit; CPR/CMD cf, "
-                          "mean: MIB areas under counterfactual / mean ablation; |C|: heads selected; sec: "
-                          "wall clock; fwd/bwd: passes over the scoring prompts")
+                          "mean: MIB areas under counterfactual / mean ablation; [low,high]: 95 % bootstrap "
+                          "interval (AUC: heads resampled; CPR/CMD: prompts resampled); |C|: heads selected; "
+                          "sec: wall clock; fwd/bwd: passes over the scoring prompts")
     for col in ("method", "node\nAUC", "AUC\nrs", "edge\nAUC", "prec.", "recall", "F1", "CPR\ncf", "CMD\ncf",
                 "CPR\nmean", "CMD\nmean", "|C|", "sec", "fwd", "bwd"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
