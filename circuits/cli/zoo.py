@@ -132,7 +132,8 @@ def _pretrained_rows() -> list[dict[str, Any]]:
                 "heads_total": len(effects) or None,
                 "accuracy": method.get("accuracy"), "negative_fraction_positive": None,
                 "negative_mean_metric": None, "circuit_heads": len(f.truth.heads),
-                "circuit": [list(h) for h in f.truth.heads], "edges": len(f.truth.edges),
+                "circuit": [list(h) for h in f.truth.heads],
+                "edges": len(f.truth.edges) if method.get("edge_threshold") is not None else None,
                 "faithfulness": faith.get("normalized"), "ratio": faith.get("ratio"), "train_seconds": None,
                 "resample_circuit_heads": others.get("resample"), "other_circuit_heads": others,
                 "ground_truth_prompts": method.get("n_prompts"), "file": str(f.path)})
