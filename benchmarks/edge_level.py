@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.merge:
         merged = read_json(args.out) if args.out.exists() else report_skeleton()
+        merged.update({k: v for k, v in report_skeleton().items() if k != "results"})
         for path in args.merge:
             merged["results"].update(read_json(path)["results"])
         emit(merged, args.out)
