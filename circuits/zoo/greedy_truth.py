@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from circuits._compat import HookedTransformer
-from circuits.ablation import AblationMethod, Faithfulness, reference_z
+from circuits.ablation import AblationMethod, Faithfulness
 from circuits.errors import CircuitsError
 from circuits.progress import Progress
 from circuits.zoo.ground_truth import (
@@ -40,7 +40,7 @@ from circuits.zoo.ground_truth import (
     GroundTruthResult,
     _edge_effects,
     _first_valid_prefix,
-    _Scorer,
+    _start_search,
 )
 from circuits.zoo.train import torch_threads
 from tasks.base import GroundTruth, Head, PromptSet, Task
@@ -114,16 +114,7 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
         if progress is not None:
             progress(stage, 1, 1)
 
-    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    every = frozenset((layer, h) for layer in range(L) for h in range(H))
-    reference = reference_z(model, prompts, ablation, seed)  # [layer, seq, head, d_head] or [n, ...]
-    scorer = _Scorer(model, task, prompts, reference, max_rows)
-    if ablation != "zero":
-        scorer.passes.forward += 1.0  # the negatives' pass behind the reference
-    full, empty = scorer([every, frozenset()])
-    if not full > 0 or not full > empty:
-        raise CircuitsError(f"the model does not do the task on these prompts (mean metric {full:.3g} "
-                            f"intact, {empty:.3g} with every head ablated): no ground truth to find")
+    every, reference, scorer, full, empty = _start_search(model, task, prompts, ablation, seed, max_rows)
 
     def valid(score: float) -> bool:
         return (score - empty) / (full - empty) >= threshold and score / full >= threshold

@@ -111,6 +111,24 @@ class _Scorer:
         return [self.cache[s] for s in sets]
 
 
+def _start_search(model: HookedTransformer, task: Task, prompts: PromptSet, ablation: AblationMethod,
+                  seed: int, max_rows: int
+                  ) -> tuple[frozenset[Head], torch.Tensor, _Scorer, float, float]:
+    """What every ground-truth search starts from: every head, the ablation reference, the scorer and the
+    metric intact and with every head ablated; refuses a model that does not do the task."""
+    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    every = frozenset((layer, h) for layer in range(L) for h in range(H))
+    reference = reference_z(model, prompts, ablation, seed)  # [layer, seq, head, d_head] or [n, ...]
+    scorer = _Scorer(model, task, prompts, reference, max_rows)
+    if ablation != "zero":
+        scorer.passes.forward += 1.0  # the negatives' pass behind the reference
+    full, empty = scorer([every, frozenset()])
+    if not full > 0 or not full > empty:
+        raise CircuitsError(f"the model does not do the task on these prompts (mean metric {full:.3g} "
+                            f"intact, {empty:.3g} with every head ablated): no ground truth to find")
+    return every, reference, scorer, full, empty
+
+
 def _first_valid_prefix(scorer: _Scorer, ranking: list[Head], valid: Callable[[float], bool],
                         every_prefix: bool) -> frozenset[Head]:
     """The shortest valid prefix of `ranking` (the whole ranking is valid by construction).
@@ -194,16 +212,7 @@ def _find(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: f
     def lap(stage: str) -> None:
         stage_seconds[stage] = time.perf_counter() - started - sum(stage_seconds.values())
 
-    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    every = frozenset((layer, h) for layer in range(L) for h in range(H))
-    reference = reference_z(model, prompts, ablation, seed)  # [layer, seq, head, d_head] or [n, ...]
-    scorer = _Scorer(model, task, prompts, reference, max_rows)
-    if ablation != "zero":
-        scorer.passes.forward += 1.0  # the negatives' pass behind the reference
-    full, empty = scorer([every, frozenset()])
-    if not full > 0 or not full > empty:
-        raise CircuitsError(f"the model does not do the task on these prompts (mean metric {full:.3g} "
-                            f"intact, {empty:.3g} with every head ablated): no ground truth to find")
+    every, reference, scorer, full, empty = _start_search(model, task, prompts, ablation, seed, max_rows)
 
     def normalized(score: float) -> float:
         return (score - empty) / (full - empty)
