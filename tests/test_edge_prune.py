@@ -46,15 +46,19 @@ def top_names(graph: ComputeGraph, scores: torch.Tensor, k: int) -> set[str]:
 
 
 # ---- (a) the planted circuit comes out on top ---------------------------------------------------------
-@pytest.mark.parametrize("init", ["zeros", "eap-ig"])
-def test_learned_mask_recovers_the_planted_edges(planted, init):
+@pytest.mark.parametrize(("init", "objective"), [("zeros", "metric"), ("eap-ig", "metric"),
+                                                 ("zeros", "raise"), ("eap-ig", "raise")])
+def test_learned_mask_recovers_the_planted_edges(planted, init, objective):
     task, loaded, _ = planted
     model, graph = loaded.model, ComputeGraph.of(loaded.model)
     train = task.prompts(loaded.tokenizer, 16, seed=1)
-    scores = None if init == "zeros" else edge_attributions(model, task, train, graph, ig_steps=5).edge
-    result = edge_prune(model, task, train, scores, steps=100, target_edges=5, seed=0)
+    scores = None if init == "zeros" else -edge_attributions(model, task, train, graph, ig_steps=5).edge
+    result = edge_prune(model, task, train, scores, steps=100, target_edges=5, seed=0, objective=objective)
     assert top_names(graph, result.log_alpha, 5) == PLANTED_EDGES
-    assert result.kept_edges == 5 and result.faithfulness == pytest.approx(1.0, abs=1e-6)
+    if objective == "metric":  # match the full model: exactly the planted edges kept
+        assert result.kept_edges == 5 and result.faithfulness == pytest.approx(1.0, abs=1e-6)
+    else:  # raise the metric: no edge outside the planted ones is kept, and what is kept does the task
+        assert result.kept_edges <= 5 and result.faithfulness > 0.5, (result.kept_edges, result.faithfulness)
     assert result.log_alpha.shape == (graph.n_senders, graph.n_receivers)
     assert not result.log_alpha[~graph.valid].any()
     # cost: 2 cache passes + full/empty + final hard mask, and one forward + backward row per step and prompt
@@ -72,6 +76,27 @@ def test_warm_start_puts_the_top_target_edges_above_zero():
     assert torch.all(init[order][:-1] > init[order][1:])  # the order is kept
     assert float(init.max()) <= 3.0 and float(init.min()) >= -3.0
     assert not warm_start(graph, None, 7).any()
+    signed = warm_start(graph, scores, target=7, scale=3.0, signed=True)  # ranks the scores themselves
+    order = ranked_edges(graph, scores)
+    assert (signed[order[:7]] > 0).all() and (signed[order[7:]] < 0).all()
+    assert not torch.equal(order, ranked_edges(graph, scores.abs()))  # the two rules differ here
+
+
+def test_raise_objective_starts_from_the_signed_ranking_and_metric_from_the_magnitude(planted):
+    task, loaded, _ = planted
+    model, graph = loaded.model, ComputeGraph.of(loaded.model)
+    train = task.prompts(loaded.tokenizer, 8, seed=1)
+    base = torch.zeros(graph.n_senders, graph.n_receivers)
+    base[graph.valid] = torch.linspace(-2.0, 1.0, graph.n_edges)  # the worst edge has the largest |score|
+    worst = int(ranked_edges(graph, -base)[0])
+    probe = edge_prune(model, task, train, None, steps=0, target_edges=3)
+    direction = 1.0 if probe.metric_full > probe.metric_empty else -1.0  # this toy's metric falls when solved
+    scores = direction * base  # signed: higher = holds faithfulness up
+    for objective, kept in (("metric", True), ("raise", False)):
+        result = edge_prune(model, task, train, scores, steps=0, target_edges=3, objective=objective,
+                            init_noise=0.0)
+        init = result.init[graph.valid]  # [n_edges]
+        assert bool(init[worst] > 0) is kept
 
 
 # ---- (b) keep = 1 is the full model, keep = 0 the fully patched run, as edge_mib computes them ---------
@@ -208,3 +233,4 @@ def test_registered_ensemble_runs_its_components_on_the_training_split(planted):
     with pytest.raises(CircuitsError, match="components"):
         REGISTRY["ensemble"].run(MethodInput(task=task, loaded=loaded, find=FIND, seed=0,
                                              options={"ensemble_methods": "acdc"}))
+

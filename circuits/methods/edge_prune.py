@@ -16,7 +16,14 @@ Loss (per step, on a batch of training prompts):
 - faithfulness, "metric" (default): (mean m(z) - mean m(full))^2 / (m(full) - m(empty))^2, m the task metric
   (logit difference) and the denominator over all training prompts: the squared distance of the batch's
   faithfulness from 1, the quantity whose curve CMD integrates. "kl": KL(full || pruned) of the next-token
-  distribution at the last position, averaged over the batch.
+  distribution at the last position, averaged over the batch. "raise": minus the batch's faithfulness
+  (mean m(z) - mean m(empty)) / (m(full) - m(empty)), unclipped: the circuit is pushed to raise the metric,
+  above the full model's where it can, which is what CPR's area rewards (CMD's "metric" objective
+  penalises a curve above 1).
+- warm start: "metric" and "kl" rank the initial scores by magnitude (CMD's rule), "raise" by the signed
+  score (higher = holds the metric up; CPR's rule; flipped in the rare case m(full) < m(empty), where
+  faithfulness rises as the metric falls), so each objective starts from the ranking MIB scores the
+  attribution by for the area it aims at.
 - sparsity: an augmented Lagrangian on the expected edge count E[L0] = sum sigmoid(log_alpha - beta
   log(0.1 / 1.1)): lambda * g + rho * g^2, g = (E[L0] - target(t)) / n_edges, lambda raised by gradient
   ascent (lambda += lambda_lr * g), target(t) annealed linearly from the initial E[L0] to `target_edges`
@@ -48,8 +55,9 @@ if TYPE_CHECKING:
     from circuits._compat import HookedTransformer
     from circuits.edges.patching import EdgePatcher
 
-Objective = Literal["metric", "kl"]
-OBJECTIVES: tuple[str, ...] = ("metric", "kl")
+Objective = Literal["metric", "kl", "raise"]
+OBJECTIVES: tuple[str, ...] = ("metric", "kl", "raise")
+SIGNED_OBJECTIVES: tuple[str, ...] = ("raise",)  # warm-started from signed scores (CPR's ranking rule)
 INITS: tuple[str, ...] = ("eap-ig", "zeros")
 
 # Defaults, fixed on the tiny development models' *training* prompts (never on evaluation prompts).
@@ -95,17 +103,17 @@ def resolve_target(target: float, n_edges: int) -> int:
     return max(1, min(n_edges, count))
 
 
-def warm_start(graph: ComputeGraph, scores: torch.Tensor | None, target: int, scale: float = INIT_SCALE
-               ) -> torch.Tensor:
-    """Initial log_alpha [n_edges]: from |scores| [S, R] by rank, the top `target` edges positive (the best
-    +scale, linearly down to just above 0 at rank target), the rest negative (down to -scale); all zeros
-    without scores (no prior: every edge alike)."""
+def warm_start(graph: ComputeGraph, scores: torch.Tensor | None, target: int, scale: float = INIT_SCALE,
+               signed: bool = False) -> torch.Tensor:
+    """Initial log_alpha [n_edges]: from scores [S, R] by rank (|scores|, or the scores themselves when
+    `signed`), the top `target` edges positive (the best +scale, linearly down to just above 0 at rank
+    target), the rest negative (down to -scale); all zeros without scores (no prior: every edge alike)."""
     n = graph.n_edges
     if scores is None:
         return torch.zeros(n, dtype=torch.float64)
     from circuits.evaluation.edge_mib import ranked_edges
 
-    order = ranked_edges(graph, scores.abs())  # edge numbers, best first (ties: edge order)
+    order = ranked_edges(graph, scores if signed else scores.abs())  # edge numbers, best first (ties: order)
     q = torch.empty(n, dtype=torch.float64)
     q[order] = torch.arange(n, dtype=torch.float64)  # rank of each edge, 0 = best
     above = (target - q - 0.5) / max(target, 1)
@@ -157,7 +165,8 @@ def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
                init_noise: float = INIT_NOISE, rho: float = RHO, lambda_lr: float = LAMBDA_LR,
                cost: Cost | None = None) -> PruneResult:
     """Learn hard-concrete edge gates on `train_prompts` (see the module docstring). `init_scores` [S, R]
-    (e.g. EAP-IG attributions; their magnitude is used) warm-start the gates; None starts every edge alike.
+    (signed: higher = holds the metric up, e.g. minus the EAP-IG attribution; "metric"/"kl" use their
+    magnitude, "raise" their sign too) warm-start the gates; None starts every edge alike.
     `target_edges`: a fraction (< 1) or count. `seed` draws the initial noise, the gate noise and the batch
     order. Rows run are added to `cost` (forward, backward)."""
     from circuits.edges.patching import EdgePatcher, task_metric  # here: circuits.edges.patching imports
@@ -184,7 +193,10 @@ def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
             raise CircuitsError("the full and the fully patched model score the same on the training "
                                 "prompts: there is nothing for a mask to keep")
         full_logp = _full_log_probs(patcher, n) if objective == "kl" else None  # [n, vocab]
-        init = warm_start(graph, init_scores, target, init_scale)
+        signed = objective in SIGNED_OBJECTIVES
+        if signed and init_scores is not None and float(m_full.mean() - m_empty.mean()) < 0:
+            init_scores = -init_scores  # faithfulness rises as the metric falls: rank by what raises it
+        init = warm_start(graph, init_scores, target, init_scale, signed=signed)
         init = init + init_noise * torch.randn(n_edges, generator=gen, dtype=torch.float64)
         log_alpha = init.clone().to(dtype).requires_grad_(True)  # [n_edges]
         opt = torch.optim.Adam([log_alpha], lr=lr)
@@ -204,7 +216,11 @@ def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
             gates = hard_concrete(log_alpha, u)  # [n_edges]
             keep = graph.to_dense(gates, fill=1.0)  # [S, R]
             logits = patcher.logits(keep[None], idx)[0]  # [c, vocab]
-            if full_logp is None:
+            if objective == "raise":
+                m = task.metric(logits, train_prompts.subset(idx))  # [c]
+                span = (m_full.mean() - m_empty.mean()).to(dtype)
+                faith = -(m.mean() - m_empty[idx].mean().to(dtype)) / span
+            elif full_logp is None:
                 m = task.metric(logits, train_prompts.subset(idx))  # [c]
                 faith = (m.mean() - m_full[idx].mean().to(dtype)) ** 2 / scale
             else:
@@ -317,7 +333,8 @@ def run_edge_prune(inp: MethodInput) -> MethodRun:
     with Timer() as timer:
         init = None
         if init_name == "eap-ig":
-            init = edge_attributions(model, inp.task, train, graph, ig_steps=5, alphas="left", cost=cost).edge
+            init = -edge_attributions(model, inp.task, train, graph, ig_steps=5, alphas="left",
+                                      cost=cost).edge  # signed: higher = holds the metric up
         result = edge_prune(model, inp.task, train, init, seed=inp.seed, cost=cost, **opts)
     nodes = node_scores_from_edges(graph, result.log_alpha)
     return MethodRun(

@@ -96,7 +96,8 @@ def run_ensemble(inp: MethodInput) -> MethodRun:
             if "eap-ig" in names:
                 parts["eap-ig"] = ig.abs()
         if "edge-prune" in names:
-            parts["edge-prune"] = edge_prune(model, inp.task, train, ig, seed=inp.seed, cost=cost,
+            signed = None if ig is None else -ig  # higher = holds the metric up (the "raise" warm start)
+            parts["edge-prune"] = edge_prune(model, inp.task, train, signed, seed=inp.seed, cost=cost,
                                              **opts).log_alpha
         if "eap" in names:
             parts["eap"] = edge_attributions(model, inp.task, train, graph, ig_steps=1, alphas="right",
