@@ -600,6 +600,23 @@ def _edge_level(files: Files) -> str:
     return edge_level_markdown(only(files))
 
 
+@section("edge_prune_dev.json", "edge-prune's objective and the ensemble's CPR ranking: development check")
+def _edge_prune_dev(files: Files) -> str:
+    data = only(files)
+    names = list(data["mean_cpr_over_tasks"])
+    rows = [[n, *(pm(r["edge_counterfactual"][n]["cpr"]) for r in data["results"].values()),
+             f"{data['mean_cpr_over_tasks'][n]:.3f}"] for n in names]
+    decision = [[what, f"{d['gain']:+.4f}", f"{d['pooled_std']:.4f}", d["choice"]]
+                for what, d in data["decision"].items()]
+    return ("Tiny models only, on validation prompts (seed " + str(data["validation_seed"]) + "), never the "
+            "evaluation prompts: edge CPR (counterfactual), mean ± population std over "
+            f"{data['seeds']} seeds. prune-<objective>-<steps>; "
+            "ensemble-<abs|signed>-<objective>-<steps>.\n\n"
+            + table(["ranking", *data["results"], "mean over tasks"], rows)
+            + "\n\nThe rule written before the run (a change needs a gain above the pooled seed std):\n\n"
+            + table(["question", "gain", "pooled std", "choice"], decision))
+
+
 @section("speed.json", "How fast?")
 def _speed(files: Files) -> str:
     data = only(files)
