@@ -39,6 +39,10 @@ from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, h
 from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores, random_floor
 from circuits.methods import SELECTION_NOTE
 from circuits.methods.acdc import ACDC_EDGES
+from circuits.methods.edge_prune import INITS as PRUNE_INITS
+from circuits.methods.edge_prune import OBJECTIVES as PRUNE_OBJECTIVES
+from circuits.methods.edge_prune import STEPS as PRUNE_STEPS
+from circuits.methods.edge_prune import TARGET as PRUNE_TARGET
 from circuits.methods.registry import MethodInput, expand, get_method
 from circuits.methods.sae import sae_overrides
 from circuits.models import LoadedModel
@@ -82,6 +86,10 @@ class CompareConfig:
     mib_prompts: int = 50  # CPR/CMD on the first N scoring prompts (0: not computed)
     mib_random: int = 3  # random rankings behind the floor
     edge_mib: bool = True  # edge-level CPR / CMD too (on the same prompts), for every method
+    prune_steps: int = PRUNE_STEPS  # edge-prune (and the ensemble's edge-prune): mask training steps
+    prune_target: float = PRUNE_TARGET  # its target: a fraction (< 1) of the edges or an edge count
+    prune_objective: str = "metric"  # its faithfulness term (circuits.methods.edge_prune.OBJECTIVES)
+    prune_init: str = "eap-ig"  # its warm start
 
     def validate(self) -> None:
         self.find.validate()
@@ -101,6 +109,14 @@ class CompareConfig:
             raise CircuitsError(f"--baseline-seeds must be at least 1, got {self.baseline_seeds}")
         if self.acdc_distance not in ("kl", "metric"):
             raise CircuitsError(f"unknown ACDC distance '{self.acdc_distance}' (kl, metric)")
+        if self.prune_steps < 0 or self.prune_target <= 0:
+            raise CircuitsError(f"--prune-steps must be zero or more and --prune-target positive, got "
+                                f"{self.prune_steps} and {self.prune_target}")
+        if self.prune_objective not in PRUNE_OBJECTIVES:
+            raise CircuitsError(f"unknown --prune-objective '{self.prune_objective}' "
+                                f"({', '.join(PRUNE_OBJECTIVES)})")
+        if self.prune_init not in PRUNE_INITS:
+            raise CircuitsError(f"unknown --prune-init '{self.prune_init}' ({', '.join(PRUNE_INITS)})")
         for m in self.methods:
             get_method(m)
 
@@ -112,7 +128,9 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
     find = replace(config.find, seed=prompt_seed, selection=config.selection)
     options = {"acdc_prompts": config.acdc_prompts, "distance": config.acdc_distance,
                "acdc_edges": config.acdc_edges, "acdc_budget": config.acdc_budget,
-               "patching_prompts": config.patching_prompts}
+               "patching_prompts": config.patching_prompts, "prune_steps": config.prune_steps,
+               "prune_target": config.prune_target, "prune_objective": config.prune_objective,
+               "prune_init": config.prune_init}
     run = get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed, options=options))
     return {"node_scores": run.node_scores, "selected": run.selected, "edge_scores": run.edge_scores,
             "seconds": run.seconds, "forward": run.forward, "backward": run.backward, "details": run.details,

@@ -218,7 +218,9 @@ def _method_options() -> dict[str, Any]:
     from circuits.compare import CompareConfig
 
     return {"acdc_prompts": default(CompareConfig, "acdc_prompts"),
-            "distance": default(CompareConfig, "acdc_distance"), "patching_prompts": 0}
+            "distance": default(CompareConfig, "acdc_distance"), "patching_prompts": 0,
+            **{name: default(CompareConfig, name)
+               for name in ("prune_steps", "prune_target", "prune_objective", "prune_init")}}
 
 
 def claim_find_outputs(out_dir: Path | None, report_path: Path | None, n_seeds: int, overwrite: bool) -> None:
