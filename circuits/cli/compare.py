@@ -104,8 +104,8 @@ def compare(
                            acdc_budget=acdc_budget, edge_mib=edge_mib)
     if acdc_edges is not None:
         config = replace(config, acdc_edges=acdc_edges)
-    prune = {"prune_steps": prune_steps, "prune_target": prune_target, "prune_objective": prune_objective,
-             "prune_init": prune_init}
+    prune: dict[str, Any] = {"prune_steps": prune_steps, "prune_target": prune_target,
+                             "prune_objective": prune_objective, "prune_init": prune_init}
     config = replace(config, **{k: v for k, v in prune.items() if v is not None})
     config.validate()
     check_rule(selection)
