@@ -55,7 +55,9 @@ import circuits.methods  # noqa: E402, F401  (first: circuits.edges.patching imp
 from circuits.discovery.config import FindConfig  # noqa: E402
 from circuits.discovery.pipeline import split_prompts  # noqa: E402
 from circuits.edges.graph import ComputeGraph  # noqa: E402
+from circuits.evaluation.bootstrap import auc_interval  # noqa: E402
 from circuits.evaluation.edge_mib import edge_mib_scores, run_edge_ranking  # noqa: E402
+from circuits.evaluation.metrics import evaluate_heads, head_labels  # noqa: E402
 from circuits.evaluation.mib import mib_scores  # noqa: E402
 from circuits.jsonio import read_json  # noqa: E402
 from circuits.methods.acdc import acdc  # noqa: E402
@@ -64,6 +66,7 @@ from circuits.methods.edge_prune import edge_prune, node_scores_from_edges  # no
 from circuits.methods.ensemble import ensemble_scores  # noqa: E402
 from circuits.methods.registry import MethodInput, get_method  # noqa: E402
 from circuits.models import load_model  # noqa: E402
+from circuits.truths import shipped_files  # noqa: E402
 from tasks import get_task  # noqa: E402
 from tasks.base import PromptSet  # noqa: E402
 
@@ -125,8 +128,10 @@ class Runs:
         self.cost[key] = {"seconds": seconds, "forward": forward, "backward": backward}
 
 
-def fit_methods(loaded: Any, task: Any, s: dict[str, Any]) -> tuple[Runs, PromptSet, PromptSet]:
-    """Run every method on the fitting prompts -> (runs, fitting prompts, every prompt drawn for fitting)."""
+def fit_methods(loaded: Any, task: Any, s: dict[str, Any], wanted: frozenset[str] = frozenset(LABELS)
+                ) -> tuple[Runs, PromptSet, PromptSet]:
+    """Run the `wanted` methods (EAP and EAP-IG always: edge-prune and the ensemble build on them) on the
+    fitting prompts -> (runs, fitting prompts, every prompt drawn for fitting)."""
     model = loaded.model
     graph = ComputeGraph.of(model)
     find = FindConfig(n_train=s["sae_n_train"], n_score=s["n_fit"], seed=s["fit_seed"])
@@ -138,12 +143,14 @@ def fit_methods(loaded: Any, task: Any, s: dict[str, Any]) -> tuple[Runs, Prompt
         return get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed,
                                                   options=options))
 
-    for seed in range(s["sae_seeds"]):
+    for seed in range(s["sae_seeds"] if "sae" in wanted else 0):
         log(f"sae seed {seed}")
         r = registered("sae", seed)
         runs.add(f"sae#{seed}", r.node_scores, None, None, r.seconds, r.forward, r.backward)
     for method, key in (("actdiff", "actdiff"), ("eap", "eap"), ("eap-ig", "eap-ig"),
                         ("patching-mean", "patching")):
+        if key not in wanted | {"eap", "eap-ig"}:
+            continue
         log(method)
         opts = {"patching_prompts": s["patching_prompts"]} if key == "patching" else {}
         if key == "eap-ig":
@@ -151,15 +158,16 @@ def fit_methods(loaded: Any, task: Any, s: dict[str, Any]) -> tuple[Runs, Prompt
         r = registered(method, 0, **opts)
         runs.add(f"{key}#0", r.node_scores, r.graph_edge_scores, r.signed_graph_edge_scores, r.seconds,
                  r.forward, r.backward)
-    log("acdc")
-    sub = fit.subset(slice(0, s["acdc_prompts"]))
-    a = acdc(model, task, sub, distance=s["acdc_distance"], candidates=s["acdc_candidates"])
-    unit = len(sub) / len(fit)
-    runs.add("acdc#0", a.node_scores, a.graph_edge_scores, None, a.seconds, a.n_forward * unit,
-             a.n_backward * unit)
+    if "acdc" in wanted:
+        log("acdc")
+        sub = fit.subset(slice(0, s["acdc_prompts"]))
+        a = acdc(model, task, sub, distance=s["acdc_distance"], candidates=s["acdc_candidates"])
+        unit = len(sub) / len(fit)
+        runs.add("acdc#0", a.node_scores, a.graph_edge_scores, None, a.seconds, a.n_forward * unit,
+                 a.n_backward * unit)
     ig_cost, eap_cost = runs.cost["eap-ig#0"], runs.cost["eap#0"]
     ig_signed = runs.signed["eap-ig#0"]  # -attribution; the warm start uses its magnitude
-    for seed in range(s["prune_seeds"]):
+    for seed in range(s["prune_seeds"] if wanted & {"edge-prune", "ensemble"} else 0):
         log(f"edge-prune seed {seed}")
         cost = Cost(len(fit))
         t0 = time.perf_counter()
@@ -178,59 +186,112 @@ def fit_methods(loaded: Any, task: Any, s: dict[str, Any]) -> tuple[Runs, Prompt
     return runs, fit, drawn
 
 
-def run_one(model_name: str, task_name: str, s: dict[str, Any]) -> dict[str, Any]:
+def node_aucs(loaded: Any, task_name: str, runs: Runs, method: str, keys: list[str]) -> dict[str, Any]:
+    """Node ROC AUC of a method's runs against every ground truth shipped for the model and task (mean and
+    resample ablation): mean ± std over the runs and a 95 % interval (heads resampled, stratified)."""
+    out: dict[str, Any] = {}
+    for f in shipped_files(loaded.name):
+        if f.task != task_name:
+            continue
+        labels = head_labels(f.truth, loaded.n_layers, loaded.n_heads)
+        values = [evaluate_heads(runs.node[k], set(), f.truth)["roc_auc"] for k in keys]
+        if any(v is None for v in values):
+            continue
+        out[f"node_auc_{f.ablation}"] = {**summary([float(v) for v in values if v is not None]),
+                                         "ci95": auc_interval([runs.node[k] for k in keys], labels),
+                                         "n_truth_heads": len(f.truth.heads),
+                                         "truth_n_prompts": f.truth.method.get("n_prompts")}
+    return out
+
+
+def with_interval(entry: dict[str, Any], res: dict[str, Any], method: str, metric: str) -> dict[str, Any]:
+    """A summary plus "ci95": the 95 % bootstrap interval (prompts resampled) of the mean over its runs."""
+    ci = res.get("groups", {}).get(method, {}).get(f"{metric}_ci")
+    return {**entry, "ci95": ci} if ci is not None else entry
+
+
+def run_one(model_name: str, task_name: str, s: dict[str, Any], wanted: frozenset[str] = frozenset(LABELS),
+            evaluate: bool = True) -> dict[str, Any]:
+    """Fit the `wanted` methods and score them (edge and node CPR/CMD on held-out prompts unless not
+    `evaluate`, node AUC against the shipped ground truths always) -> the model x task's result (the
+    random floor only when evaluating)."""
     task = get_task(task_name)
     loaded = load_model(model_name, task, 0)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    runs, fit, drawn = fit_methods(loaded, task, s)
+    runs, fit, drawn = fit_methods(loaded, task, s, wanted)
     fit_cpu = time.process_time() - cpu0
     evaluation, dropped = held_out(task, loaded.tokenizer, drawn, s["n_eval"], s["eval_seed"])
     graph = runs.graph
-    log("edge CPR/CMD, counterfactual")
-    cf = edge_mib_scores(loaded.model, task, evaluation, runs.edge, runs.signed, ("counterfactual",),
-                         n_random=s["n_random"], seed=s["eval_seed"])
-    main = [k for k in runs.edge if k.split("#")[0] in ISSUE23]
-    log("edge CPR/CMD, mean")
-    mean = edge_mib_scores(loaded.model, task, evaluation, {k: runs.edge[k] for k in main},
-                           {k: v for k, v in runs.signed.items() if k in main}, ("mean",),
-                           n_random=s["n_random"], seed=s["eval_seed"])
-    log("node CPR/CMD")
-    node = mib_scores(loaded.model, task, evaluation, {k: runs.node[k] for k in main},
-                      n_random=s["n_random"], seed=s["eval_seed"])
-    edge_res = {**cf["interventions"], **mean["interventions"]}
+    keys_of = {m: [k for k in runs.edge if k.split("#")[0] == m] for m in LABELS if m in wanted}
+    keys_of = {m: keys for m, keys in keys_of.items() if keys}
+    scored = [k for keys in keys_of.values() for k in keys]
+    main = [k for k in scored if k.split("#")[0] in ISSUE23]
+    edge_res: dict[str, Any] = {}
+    node_res: dict[str, Any] = {}
+    if evaluate:
+        log("edge CPR/CMD, counterfactual")
+        groups = {m: keys for m, keys in keys_of.items()}
+        cf = edge_mib_scores(loaded.model, task, evaluation, {k: runs.edge[k] for k in scored},
+                             {k: v for k, v in runs.signed.items() if k in scored}, ("counterfactual",),
+                             n_random=s["n_random"], seed=s["eval_seed"], groups=groups)
+        edge_res.update(cf["interventions"])
+        main_groups = {m: keys for m, keys in groups.items() if m in ISSUE23}
+        if main:
+            log("edge CPR/CMD, mean")
+            mean = edge_mib_scores(loaded.model, task, evaluation, {k: runs.edge[k] for k in main},
+                                   {k: v for k, v in runs.signed.items() if k in main}, ("mean",),
+                                   n_random=s["n_random"], seed=s["eval_seed"], groups=main_groups)
+            edge_res.update(mean["interventions"])
+            log("node CPR/CMD")
+            node_res = mib_scores(loaded.model, task, evaluation, {k: runs.node[k] for k in main},
+                                  n_random=s["n_random"], seed=s["eval_seed"],
+                                  groups=main_groups)["interventions"]
     methods: dict[str, Any] = {}
-    for method in LABELS:
-        keys = [k for k in runs.edge if k.split("#")[0] == method]
+    for method, keys in keys_of.items():
         entry: dict[str, Any] = {"label": LABELS[method], "edge_source": runs.source[method],
                                  "runs": len(keys)}
-        for intervention, res in edge_res.items():
-            if keys[0] in res["rankings"]:
-                for metric in ("cpr", "cmd"):
-                    entry[f"edge_{metric}_{intervention}"] = summary(
-                        [res["rankings"][k][metric] for k in keys])
-        for intervention, res in node["interventions"].items():
-            if keys[0] in res["rankings"]:
-                for metric in ("cpr", "cmd"):
-                    entry[f"node_{metric}_{intervention}"] = summary(
-                        [res["rankings"][k][metric] for k in keys])
+        for prefix, results in (("edge", edge_res), ("node", node_res)):
+            for intervention, res in results.items():
+                if keys[0] in res["rankings"]:
+                    for metric in ("cpr", "cmd"):
+                        entry[f"{prefix}_{metric}_{intervention}"] = with_interval(
+                            summary([res["rankings"][k][metric] for k in keys]), res, method, metric)
+        entry.update(node_aucs(loaded, task_name, runs, method, keys))
         for field in ("seconds", "forward", "backward"):
             entry[field] = summary([runs.cost[k][field] for k in keys])
         methods[method] = entry
-    floor: dict[str, Any] = {"label": "random ranking", "runs": s["n_random"]}
-    for prefix, results in (("edge", edge_res), ("node", node["interventions"])):
-        for intervention, res in results.items():
-            r = res["rankings"].get("random")
-            if r:
-                for metric in ("cpr", "cmd"):
-                    floor[f"{prefix}_{metric}_{intervention}"] = summary(
-                        [d[metric] for d in r.get("draws", [])] or [r[metric]])
-    methods["random"] = floor
+    if evaluate:
+        floor: dict[str, Any] = {"label": "random ranking", "runs": s["n_random"]}
+        for prefix, results in (("edge", edge_res), ("node", node_res)):
+            for intervention, res in results.items():
+                r = res["rankings"].get("random")
+                if r:
+                    for metric in ("cpr", "cmd"):
+                        floor[f"{prefix}_{metric}_{intervention}"] = summary(
+                            [d[metric] for d in r.get("draws", [])] or [r[metric]])
+        methods["random"] = floor
     return {"model": model_name, "task": task_name, "n_edges": graph.n_edges, "graph": graph.describe(),
             "n_fit": len(fit), "n_eval": len(evaluation), "eval_pairs_dropped_as_fitting": dropped,
             "metric": {i: {"full": r["full"], "empty": r["empty"]} for i, r in edge_res.items()},
             "methods": methods, "fit_cpu_seconds": fit_cpu,
             "eval_cpu_seconds": time.process_time() - cpu0 - fit_cpu,
             "wall_seconds": time.perf_counter() - wall0, "command": written_by()["command"]}
+
+
+def merge_result(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A partial run's methods (and their fields) laid over a stored result of the same model x task: every
+    field it measured replaces the stored one, the rest stays (e.g. node AUCs added to a stored row)."""
+    if old is None:
+        return new
+    methods = {m: dict(e) for m, e in old["methods"].items()}
+    for m, e in new["methods"].items():
+        methods[m] = {**methods.get(m, {}), **e}
+    partial = {k: v for k, v in new.items() if k not in ("methods", "metric", "fit_cpu_seconds",
+                                                          "eval_cpu_seconds", "wall_seconds", "command")}
+    runs = [*old.get("partial_runs", []), {"command": new["command"], "methods": sorted(new["methods"]),
+                                           "wall_seconds": new["wall_seconds"]}]
+    return {**old, **partial, "methods": methods, "metric": {**old.get("metric", {}), **new["metric"]},
+            "partial_runs": runs}
 
 
 def report_skeleton() -> dict[str, Any]:
@@ -262,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print the markdown table of the stored JSON")
     parser.add_argument("--merge", nargs="*", type=Path, default=[],
                         help="add the results of these JSONs (runs written elsewhere) into --out, then stop")
+    parser.add_argument("--methods", default="",
+                        help=f"comma list among {', '.join(LABELS)}: fit and score only these and lay them "
+                             "over the stored row (default: every method, replacing the row)")
+    parser.add_argument("--auc-only", action="store_true",
+                        help="no CPR/CMD: fit and add the node AUCs against the shipped ground truths")
     args = parser.parse_args(argv)
     if args.table:
         sys.stdout.write(markdown(read_json(args.out)) + "\n")
@@ -279,7 +345,17 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.only or list(RUNS):
         model_name, task_name = spec.split(":")
         log(f"{model_name} {task_name}")
-        report["results"][spec] = run_one(model_name, task_name, SETTINGS)
+        wanted = frozenset(m.strip() for m in args.methods.split(",") if m.strip()) or frozenset(LABELS)
+        unknown = wanted - set(LABELS)
+        if unknown:
+            parser.error(f"unknown methods {', '.join(sorted(unknown))} (choose among {', '.join(LABELS)})")
+        result = run_one(model_name, task_name, SETTINGS, wanted, evaluate=not args.auc_only)
+        if args.auc_only:  # the stored costs stay those of the run that measured the CPR/CMD
+            for entry in result["methods"].values():
+                for field in ("seconds", "forward", "backward"):
+                    entry.pop(field, None)
+        partial = bool(args.methods) or args.auc_only
+        report["results"][spec] = merge_result(report["results"].get(spec), result) if partial else result
         report["written_by"] = written_by()
         emit(report, args.out)  # after every model x task: an interrupted run keeps what it measured
     return 0

@@ -566,9 +566,11 @@ def _variants_tiny(files: Files) -> str:
 
 
 EDGE_LEVEL_COLUMNS = ("edges from", "edge CPR cf", "edge CMD cf", "edge CPR mean", "edge CMD mean",
-                      "node CPR cf", "node CMD cf", "node CPR mean", "node CMD mean", "fwd", "bwd", "seconds")
+                      "node CPR cf", "node CMD cf", "node CPR mean", "node CMD mean", "node AUC (mean truth)",
+                      "node AUC (resample truth)", "fwd", "bwd", "seconds")
 EDGE_LEVEL_KEYS = ("edge_cpr_counterfactual", "edge_cmd_counterfactual", "edge_cpr_mean", "edge_cmd_mean",
-                   "node_cpr_counterfactual", "node_cmd_counterfactual", "node_cpr_mean", "node_cmd_mean")
+                   "node_cpr_counterfactual", "node_cmd_counterfactual", "node_cpr_mean", "node_cmd_mean",
+                   "node_auc_mean", "node_auc_resample")
 
 
 def edge_level_markdown(data: dict[str, Any]) -> str:
@@ -585,9 +587,13 @@ def edge_level_markdown(data: dict[str, Any]) -> str:
         f"{s['prune_batch']}), not its 200-step default, and its cost includes the EAP-IG warm start; "
         f"patching: mean ablation on {s['patching_prompts']} prompts; ACDC over EAP's top "
         f"{s['acdc_candidates']} edges on {s['acdc_prompts']} prompts. The mean intervention and node "
-        "CPR/CMD were not run for edge-prune and the ensemble. Passes: rows run / fitting prompts."]
+        "CPR/CMD were not run for edge-prune and the ensemble. Passes: rows run / fitting prompts. "
+        "[brackets]: 95 % bootstrap interval of the mean (CPR/CMD: 1000 resamples of the held-out prompts; "
+        "node AUC: heads resampled within circuit and non-circuit heads), where the row was run with them. "
+        "Node AUC: against the ground truths shipped in circuits/truths (mean and resample ablation; their "
+        "size and prompt count in the README's AUC table)."]
     for r in data["results"].values():
-        rows = [[m["label"], m.get("edge_source") or DASH, *(pm(m.get(k)) for k in EDGE_LEVEL_KEYS),
+        rows = [[m["label"], m.get("edge_source") or DASH, *(pmci(m.get(k), 3) for k in EDGE_LEVEL_KEYS),
                  pm(m.get("forward"), 1), pm(m.get("backward"), 1), pm(m.get("seconds"), 1)]
                 for m in r["methods"].values()]
         parts.append(f"**{r['model']} · {r['task']}** ({r['n_edges']:,} edges; {r['n_fit']} fitting, "
@@ -963,73 +969,55 @@ def _gemma(files: Files) -> str:
 
 README = ROOT / "README.md"
 BEGIN, END = "<!-- BEGIN results:standing (generated) -->", "<!-- END results:standing -->"
-STANDING_CASES = (
-    ("tiny-ioi", "compare/ioi/compare.json"),
-    ("tiny-greaterthan", "compare/greaterthan/compare.json"),
-    ("tiny-docstring", "compare/docstring/compare.json"),
-    ("SmolLM2 IOI", "smollm2_compare/ioi/compare.json"),
-    ("SmolLM2 greater-than", "smollm2_compare/greaterthan/compare.json"),
-    ("SmolLM2 docstring", "smollm2_compare/docstring/compare.json"),
-)
-STANDING_SECTIONS = {
-    "compare/": "compare/*/compare.json",
-    "smollm2_compare/": "smollm2_compare/**/compare.json",
-}
+def pmci(summary: Any, digits: int = 2) -> str:
+    """`pm` plus the 95 % bootstrap interval where the summary has one: '0.47 ± 0.11 [0.40, 0.55]'."""
+    text = pm(summary, digits)
+    ci = summary.get("ci95") if isinstance(summary, dict) else None
+    return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else text
 
 
-def _cpr(methods: dict[str, Any], *keys: str) -> str:
-    """The best mean CPR (counterfactual) among `keys` present in a compare report, with its spread."""
-    found = [methods[k] for k in keys if k in methods and methods[k].get("cpr_counterfactual")]
-    if not found:
-        return "not run"
-    best = max(found, key=lambda m: m["cpr_counterfactual"]["mean"])
-    return pm(best["cpr_counterfactual"], 2)
+def _edge_level_rows(root: Path) -> list[dict[str, Any]]:
+    path = root / "edge_level.json"
+    return list(json.loads(path.read_text())["results"].values()) if path.exists() else []
+
+
+def _case(r: dict[str, Any]) -> str:
+    anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == "edge_level.json")
+    return f"[{r['model']} {r['task']}](docs/results.md#{anchor})"
 
 
 def standing(root: Path = RESULTS) -> str:
-    """Node CPR (counterfactual) per case: the discrete-SAE method, its null model, EAP, EAP-IG, patching."""
-    rows = []
-    for case, rel in STANDING_CASES:
-        if not (root / rel).exists():
+    """Three tables from edge_level.json (held-out prompts): node CPR, node AUC against the shipped ground
+    truth, edge CPR; each value mean ± population std over seeds, [95 % bootstrap interval] where stored."""
+    results = _edge_level_rows(root)
+    node_keys = ("sae", "actdiff", "eap", "eap-ig", "patching", "random")
+    node = table(["node CPR (held out)", "discrete SAE (ours)", "actdiff (its null model)", "EAP", "EAP-IG",
+                  "patching", "random"],
+                 [[_case(r), *(pmci(r["methods"].get(k, {}).get("node_cpr_counterfactual"))
+                               for k in node_keys)] for r in results])
+    auc_keys = ("sae", "actdiff", "eap", "eap-ig", "patching", "acdc")
+    auc_rows = []
+    for r in results:
+        truth = next((r["methods"][k]["node_auc_mean"] for k in auc_keys
+                      if "node_auc_mean" in r["methods"].get(k, {})), None)
+        if truth is None:
             continue
-        report = json.loads((root / rel).read_text())
-        m = report["methods"]
-        floor = ((report.get("mib") or {}).get("random") or {}).get("counterfactual") or {}
-        pattern = next(v for k, v in STANDING_SECTIONS.items() if rel.startswith(k))
-        anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == pattern)
-        rows.append(
-            [
-                f"[{case}](docs/results.md#{anchor})",
-                _cpr(m, "sae"),
-                _cpr(m, "actdiff"),
-                _cpr(m, "eap"),
-                _cpr(m, "patching-mean", "patching-resample"),
-                fmt(floor.get("cpr"), 2),
-            ]
-        )
-    node = table(
-        ["case", "discrete SAE (ours)", "actdiff (its null model)", "EAP", "patching", "random"], rows
-    )
-    return node + "\n\n" + standing_edges(root)
+        auc_rows.append([_case(r), f"{truth['n_truth_heads']} head{'s' * (truth['n_truth_heads'] != 1)}, "
+                         f"{truth['truth_n_prompts']} prompts",
+                         *(pmci(r["methods"].get(k, {}).get("node_auc_mean")) for k in auc_keys)])
+    auc = table(["node AUC vs ground truth (mean ablation)", "truth", "discrete SAE", "actdiff", "EAP",
+                 "EAP-IG", "patching", "ACDC (bounded)"], auc_rows) if auc_rows else ""
+    return "\n\n".join(part for part in (node, auc, standing_edges(root)) if part)
 
 
 def standing_edges(root: Path = RESULTS) -> str:
     """Edge CPR (counterfactual, held-out prompts) of the edge-level methods, from edge_level.json."""
-    path = root / "edge_level.json"
-    if not path.exists():
-        return ""
     keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune", "ensemble", "random")
-    anchor = next(sec.anchor for sec in SECTIONS if sec.pattern == "edge_level.json")
-    rows = [
-        [
-            f"[{r['model']} {r['task']}](docs/results.md#{anchor})",
-            *(pm(r["methods"].get(k, {}).get("edge_cpr_counterfactual"), 2) for k in keys),
-        ]
-        for r in json.loads(path.read_text())["results"].values()
-    ]
-    header = ["edge level (held out)", "discrete SAE", "actdiff", "EAP", "EAP-IG", "edge-prune", "ensemble",
+    rows = [[_case(r), *(pmci(r["methods"].get(k, {}).get("edge_cpr_counterfactual")) for k in keys)]
+            for r in _edge_level_rows(root)]
+    header = ["edge CPR (held out)", "discrete SAE", "actdiff", "EAP", "EAP-IG", "edge-prune", "ensemble",
               "random"]
-    return table(header, rows)
+    return table(header, rows) if rows else ""
 
 
 def readme_with_standing(text: str, root: Path = RESULTS) -> str:

@@ -75,3 +75,30 @@ def test_a_new_section_is_one_function_and_the_page_is_deterministic(tmp_path):
     assert "## A new table" in page and "| 0.500 ± 0.250 |" in page and "`c` (s.py)" in page
     assert "[A new table](#a-new-table)" in page
     assert rr.render(tmp_path) != page  # the section is gone again once unregistered
+
+
+def test_intervals_are_shown_beside_the_mean_where_stored():
+    rr = _renderer()
+    assert rr.pmci({"mean": 0.5, "std": 0.1, "values": [0.4, 0.6], "ci95": [0.41, 0.58]}) == (
+        "0.50 ± 0.10 [0.41, 0.58]")
+    assert rr.pmci({"mean": 0.5, "std": 0.0, "values": [0.5]}) == "0.50"
+    assert rr.pmci(None) == rr.DASH
+
+
+def test_a_partial_edge_level_run_lays_its_fields_over_the_stored_row():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("edge_level", ROOT / "benchmarks" / "edge_level.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old = {"model": "m", "methods": {"eap": {"edge_cpr_counterfactual": 1, "seconds": 3},
+                                     "random": {"edge_cpr_counterfactual": 0}},
+           "metric": {"counterfactual": {"full": 1}}, "wall_seconds": 10, "command": "first"}
+    new = {"model": "m", "methods": {"eap": {"node_auc_mean": 0.9}, "sae": {"node_auc_mean": 0.6}},
+           "metric": {}, "wall_seconds": 2, "command": "second"}
+    merged = module.merge_result(old, new)
+    assert merged["methods"]["eap"] == {"edge_cpr_counterfactual": 1, "seconds": 3, "node_auc_mean": 0.9}
+    assert merged["methods"]["sae"] == {"node_auc_mean": 0.6} and "random" in merged["methods"]
+    assert merged["command"] == "first" and merged["wall_seconds"] == 10  # the row's own run is kept
+    assert merged["partial_runs"][-1]["command"] == "second"
+    assert merged["metric"] == old["metric"]
+    assert module.merge_result(None, new) is new
