@@ -27,18 +27,27 @@ def brute_force_logits(model, prompts, removed: torch.Tensor, mean: bool = False
     one hook per node, a Python loop over each receiver's senders, the current outputs read from this run."""
     graph = ComputeGraph.of(model)
     L, H = graph.n_layers, graph.n_heads
+    post_norm = bool(model.cfg.use_normalization_before_and_after)  # Gemma: RMSNorm after attention
     _, corrupt = model.run_with_cache(prompts.negative)
+
+    def write(z: torch.Tensor, layer: int, h: int, scale: torch.Tensor | None) -> torch.Tensor:
+        """Head h's write: z @ W_O, divided by the post-attention norm's own scale (TransformerLens's
+        ln1_post.hook_scale in the same run) and times its weight, where the model has that norm."""
+        out = z[:, :, h] @ model.blocks[layer].attn.W_O[h]
+        return out if scale is None else out / scale * model.blocks[layer].ln1_post.w
 
     def corrupt_out(s: int) -> torch.Tensor:  # [n, p, d]
         if s == 0:
             out = corrupt["blocks.0.hook_resid_pre"]
         else:
             layer, within = divmod(s - 1, graph.block)
+            scale = corrupt[f"blocks.{layer}.ln1_post.hook_scale"] if post_norm else None
             out = (corrupt[f"blocks.{layer}.hook_mlp_out"] if within == H
-                   else corrupt[z_hook(layer)][:, :, within] @ model.blocks[layer].attn.W_O[within])
+                   else write(corrupt[z_hook(layer)], layer, within, scale))
         return out.mean(0, keepdim=True).expand_as(out) if mean else out
 
     current: dict[int, torch.Tensor] = {}
+    z_now: dict[int, torch.Tensor] = {}
 
     def input_delta(r: int) -> torch.Tensor:
         total = torch.zeros_like(corrupt["blocks.0.hook_resid_pre"])
@@ -52,8 +61,15 @@ def brute_force_logits(model, prompts, removed: torch.Tensor, mean: bool = False
 
     def save_z(z, hook):
         layer = hook.layer()
+        z_now[layer] = z
+        if not post_norm:
+            for h in range(H):
+                current[graph.head_sender(layer, h)] = write(z, layer, h, None)
+
+    def save_scale(scale, hook):  # fires after hook_z of the same layer, before any later receiver
+        layer = hook.layer()
         for h in range(H):
-            current[graph.head_sender(layer, h)] = z[:, :, h] @ model.blocks[layer].attn.W_O[h]
+            current[graph.head_sender(layer, h)] = write(z_now[layer], layer, h, scale)
 
     def save_mlp(x, hook):
         current[graph.mlp_sender(hook.layer())] = x
@@ -71,6 +87,8 @@ def brute_force_logits(model, prompts, removed: torch.Tensor, mean: bool = False
     hooks = [("blocks.0.hook_resid_pre", save_embed)]
     for layer in range(L):
         hooks += [(z_hook(layer), save_z)] + [(f"blocks.{layer}.hook_{x}_input", head_in) for x in "qkv"]
+        if post_norm:
+            hooks.append((f"blocks.{layer}.ln1_post.hook_scale", save_scale))
         if graph.has_mlp:
             hooks += [(f"blocks.{layer}.hook_mlp_out", save_mlp), (f"blocks.{layer}.hook_mlp_in", mlp_in)]
     hooks.append((f"blocks.{L - 1}.hook_resid_post", final))
@@ -179,3 +197,36 @@ def test_graph_counts_and_names():
     dense = torch.arange(graph.n_senders * graph.n_receivers, dtype=torch.float32).reshape(
         graph.n_senders, graph.n_receivers)
     assert torch.equal(graph.to_dense(graph.to_vector(dense))[graph.valid], dense[graph.valid])
+
+
+def test_gemma_architecture_edges_equal_brute_force(toy):
+    """Gemma 3's block (one key/value head for every query head, q/k norms, a norm after attention and after
+    the MLP, local and global layers): single edges, a whole circuit, every edge kept (the clean model) and
+    every edge patched (the corrupted run), both interventions, against the plain brute force."""
+    from gemma_tiny import tiny_gemma_tl
+
+    task, tok, prompts = toy
+    model = tiny_gemma_tl(tok.vocab_size, seed=2, dtype=torch.float64)
+    graph = ComputeGraph.of(model)
+    gen = torch.Generator().manual_seed(1)
+    edges = graph.edge_index.tolist()
+    picks = [edges[i] for i in torch.randperm(len(edges), generator=gen)[:8].tolist()]
+    picks += [[graph.head_sender(0, 1), graph.head_receiver(2, 3)], [graph.head_sender(1, 0), graph.logits],
+              [graph.mlp_sender(0), graph.head_receiver(1, 2)], [graph.head_sender(0, 2), graph.mlp_receiver(1)]]
+    circuit = (torch.rand(graph.n_senders, graph.n_receivers, generator=gen) < 0.6).double()
+    keep = torch.stack([_single(graph, s, r) for s, r in picks]
+                       + [circuit, torch.ones_like(circuit), torch.zeros_like(circuit)])
+    for intervention in ("counterfactual", "mean"):
+        got = EdgePatcher(model, prompts, intervention).run(keep, lambda logits, idx: logits[..., 1]
+                                                             - logits.logsumexp(-1))
+        for i in range(keep.shape[0]):
+            want = brute_force_logits(model, prompts, keep[i] < 0.5, mean=intervention == "mean")
+            torch.testing.assert_close(got[i], want[:, 1] - want.logsumexp(-1), rtol=1e-8, atol=1e-8)
+        assert not (got[:len(picks)] == got[-2]).all(1).all()  # single edges do change the output
+    with torch.no_grad():
+        clean, corrupted = model(prompts.positive)[:, -1], model(prompts.negative)[:, -1]
+    patcher = EdgePatcher(model, prompts)
+    every = torch.ones(1, graph.n_senders, graph.n_receivers)
+    idx = torch.arange(len(prompts))
+    torch.testing.assert_close(patcher.logits(every, idx)[0], clean, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(patcher.logits(0 * every, idx)[0], corrupted, rtol=1e-7, atol=1e-7)

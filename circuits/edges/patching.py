@@ -8,9 +8,10 @@ output). In one forward on the clean prompts every receiver's input becomes
 
 (auto-circuit's and MIB's form), where current_s is s's output in this very run (so patches upstream
 propagate) and corrupt_s is s's output on the prompt's counterfactual ("counterfactual", MIB's default) or
-its position-wise mean over the counterfactuals ("mean"). Every keep = 1 is the clean model, every keep = 0
-the corrupted run (up to the attention output biases, which no head owns and which corruption does not
-change). A head's input is its own copy of the residual stream feeding its q, k and v (TransformerLens's
+its position-wise mean over the counterfactuals ("mean": the mean of what the sender wrote, which for a head
+under a norm after attention is not the write of its mean z). Every keep = 1 is the clean model, every
+keep = 0 the corrupted run (up to the attention output biases, which no head owns and which corruption does
+not change). A head's input is its own copy of the residual stream feeding its q, k and v (TransformerLens's
 split q/k/v inputs; grouped key/value heads ungrouped, so an edge into one query head leaves its group's
 other heads alone); an MLP's input is hook_mlp_in; the logits read the final residual stream at the last
 position. A sender's output is what it adds to the residual stream: the embeddings (blocks.0.hook_resid_pre),
@@ -57,8 +58,12 @@ class EdgePatcher:
         self.w_o = [b.attn.W_O.detach() for b in model.blocks]  # [H, d_head, d_model] per layer
         clean = self._cache(prompts.positive, resid=True)
         corrupt = self._cache(prompts.negative, resid=False)
-        if intervention == "mean":
-            corrupt = {k: v.mean(0, keepdim=True) for k, v in corrupt.items()}
+        if intervention == "mean":  # the mean of what each sender wrote (a head: its writes, not its z,
+            #                          which differ under a norm after attention)
+            writes = torch.stack([head_writes(model, l, corrupt["z"][:, l]).mean(0)
+                                  for l in range(self.graph.n_layers)])  # [L, p, H, d_model]
+            corrupt = {k: v.mean(0, keepdim=True) for k, v in corrupt.items() if k != "z"}
+            corrupt["writes"] = writes[None]
         self.clean, self.corrupt = clean, corrupt
         p, d = prompts.seq_len, int(cfg.d_model)
         per_row = p * d * max(self.graph.n_senders, 3 * self.graph.n_heads)
@@ -100,6 +105,13 @@ class EdgePatcher:
     def head_writes(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         return head_writes(self.model, layer, z)
 
+    def corrupt_writes(self, layer: int, idx: torch.Tensor) -> torch.Tensor:
+        """Each head's corrupted write at `layer` for prompts `idx`: [c, p, H, d_model] (mean: the mean
+        write over the counterfactuals, the same row for every prompt)."""
+        if "writes" in self.corrupt:
+            return self._rows(self.corrupt["writes"], idx)[:, layer]
+        return self.head_writes(layer, self.corrupt["z"][idx, layer])
+
     # ---- forwards ------------------------------------------------------------------------------------
     def logits(self, keep: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """keep [G, sender, receiver] (bool or float; may require grad) on prompts `idx` [c] ->
@@ -116,8 +128,7 @@ class EdgePatcher:
         blocks: list[tuple[slice, torch.Tensor]] = []  # (sender slice, [G|1, c, p, s, d]), topological
 
         def clean_diff(l: int) -> None:  # senders of layer l below `start`: cached outputs, shared by graphs
-            z_corrupt, z_clean = self._rows(self.corrupt["z"], idx)[:, l], self.clean["z"][idx, l]
-            diff = self.head_writes(l, z_corrupt) - self.head_writes(l, z_clean)  # [c, p, H, d]
+            diff = self.corrupt_writes(l, idx) - self.head_writes(l, self.clean["z"][idx, l])  # [c, p, H, d]
             if graph.has_mlp:
                 d_mlp = self._rows(self.corrupt["mlp"], idx)[:, l] - self.clean["mlp"][idx, l]
                 diff = torch.cat([diff, d_mlp[:, :, None]], 2)
@@ -149,7 +160,7 @@ class EdgePatcher:
         def on_z(z: torch.Tensor, hook: Any) -> None:  # z: [G*c, p, H, d_head], the current run
             l = hook.layer()
             current = self.head_writes(l, z).reshape(G, c, p, H, -1)
-            corrupt = self.head_writes(l, self._rows(self.corrupt["z"], idx)[:, l])[None]
+            corrupt = self.corrupt_writes(l, idx)[None]
             senders = slice(graph.head_sender(l, 0), graph.head_sender(l, H - 1) + 1)
             blocks.append((senders, corrupt - current))
 
