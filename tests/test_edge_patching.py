@@ -211,8 +211,9 @@ def test_gemma_architecture_edges_equal_brute_force(toy):
     gen = torch.Generator().manual_seed(1)
     edges = graph.edge_index.tolist()
     picks = [edges[i] for i in torch.randperm(len(edges), generator=gen)[:8].tolist()]
-    picks += [[graph.head_sender(0, 1), graph.head_receiver(2, 3)], [graph.head_sender(1, 0), graph.logits],
-              [graph.mlp_sender(0), graph.head_receiver(1, 2)], [graph.head_sender(0, 2), graph.mlp_receiver(1)]]
+    hs, hr = graph.head_sender, graph.head_receiver
+    picks += [[hs(0, 1), hr(2, 3)], [hs(1, 0), graph.logits], [graph.mlp_sender(0), hr(1, 2)],
+              [hs(0, 2), graph.mlp_receiver(1)]]
     circuit = (torch.rand(graph.n_senders, graph.n_receivers, generator=gen) < 0.6).double()
     keep = torch.stack([_single(graph, s, r) for s, r in picks]
                        + [circuit, torch.ones_like(circuit), torch.zeros_like(circuit)])
