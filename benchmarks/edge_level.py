@@ -104,13 +104,8 @@ def summary(values: list[float]) -> dict[str, Any]:
 def held_out(task: Any, tokenizer: Any, fitting: PromptSet, n: int, seed: int) -> tuple[PromptSet, int]:
     """n evaluation prompts drawn with `seed`, minus any pair whose positive or negative is a fitting prompt;
     -> (prompts, pairs dropped)."""
-    drawn = task.prompts(tokenizer, 4 * n, seed)
-    if drawn.seq_len != fitting.seq_len:
-        return drawn.subset(slice(0, n)), 0
-    seen = {tuple(r) for r in fitting.positive.tolist()} | {tuple(r) for r in fitting.negative.tolist()}
-    rows = [i for i, (p, q) in enumerate(zip(drawn.positive.tolist(), drawn.negative.tolist(), strict=True))
-            if tuple(p) not in seen and tuple(q) not in seen]
-    return drawn.subset(rows[:n]), len(drawn) - len(rows)
+    kept, dropped = task.prompts(tokenizer, 4 * n, seed).without(fitting)
+    return kept.subset(slice(0, n)), dropped
 
 
 class Runs:

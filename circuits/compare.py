@@ -10,8 +10,9 @@ for every seed, so the spread includes prompt sampling. Every method is scored b
 
 Every method's node ranking is also scored without any ground truth, by MIB's CPR and CMD
 (`circuits.evaluation.mib`: counterfactual and mean interventions, on the first `mib_prompts` scoring
-prompts, a random ranking as the floor), and the methods' rankings are compared with each other (Spearman
-rank correlation of their first run's node scores). So a model without a ground truth is compared too; with
+prompts, or with `eval_seed` on as many held-out prompts no method fitted on; a random ranking as the
+floor), and the methods' rankings are compared with each other (Spearman rank correlation of their first
+run's node scores). So a model without a ground truth is compared too; with
 one, node AUC is reported against it and, when the model ships one, against its resample-ablation circuit.
 
 Whenever a discrete-SAE method is compared, its null model `actdiff` (each head's mean-output distance between
@@ -41,6 +42,7 @@ from circuits.methods import SELECTION_NOTE
 from circuits.methods.acdc import ACDC_EDGES
 from circuits.methods.edge_prune import INITS as PRUNE_INITS
 from circuits.methods.edge_prune import OBJECTIVES as PRUNE_OBJECTIVES
+from circuits.methods.edge_prune import PROMPT_SEED_OFFSET, PRUNE_PROMPTS
 from circuits.methods.edge_prune import STEPS as PRUNE_STEPS
 from circuits.methods.edge_prune import TARGET as PRUNE_TARGET
 from circuits.methods.registry import MethodInput, expand, get_method
@@ -85,6 +87,7 @@ class CompareConfig:
     vary_prompts: bool = False
     mib_prompts: int = 50  # CPR/CMD on the first N scoring prompts (0: not computed)
     mib_random: int = 3  # random rankings behind the floor
+    eval_seed: int | None = None  # CPR/CMD on held-out prompts drawn with this seed (None: the scoring ones)
     edge_mib: bool = True  # edge-level CPR / CMD too (on the same prompts), for every method
     prune_steps: int = PRUNE_STEPS  # edge-prune (and the ensemble's edge-prune): mask training steps
     prune_target: float = PRUNE_TARGET  # its target: a fraction (< 1) of the edges or an edge count
@@ -182,7 +185,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
         "labels": {m: get_method(m).label for m in config.methods},
         "prompts": {"seed": config.find.seed, "n_train": config.find.n_train, "n_score": config.find.n_score,
                     "vary_prompts": config.vary_prompts},
-        "selection": config.selection, "mib_prompts": config.mib_prompts})
+        "selection": config.selection, "mib_prompts": config.mib_prompts, "eval_seed": config.eval_seed})
     for m in config.methods:
         runs = []
         method_seeds = _method_seeds(m, seeds, config)
@@ -269,7 +272,7 @@ def compare_with_rankings(task: Task, loaded: LoadedModel, config: CompareConfig
                        if config.acdc_edges else "every edge searched")
                     + (f", stopping after {config.acdc_budget:g} s" if config.acdc_budget else ""),
             "seconds": "wall clock of each method alone (prompt building excluded)",
-            "mib": (f"CPR / CMD on the first {config.mib_prompts} scoring prompts; "
+            "mib": (f"CPR / CMD on {mib_prompts_note(config)}; "
                     f"{mib['definition']}") if mib else "not computed (--mib-prompts 0)",
             "edge_mib": (f"edge CPR / CMD on the same prompts; {edge_mib['definition']}; a method that "
                          f"scores no edges is ranked by edges {EDGE_SOURCES['node-derived']}") if edge_mib
@@ -353,10 +356,31 @@ def _edge_mib(task: Task, loaded: LoadedModel, config: CompareConfig,
 
 
 def _mib_prompts(task: Task, loaded: LoadedModel, config: CompareConfig) -> PromptSet:
-    """The first `mib_prompts` scoring prompts: where node and edge CPR / CMD are measured."""
-    prompts = task.prompts(loaded.tokenizer, config.find.n_train + config.find.n_score, config.find.seed)
-    _, score_set = split_prompts(prompts, config.find.n_train)
-    return score_set.subset(slice(0, min(len(score_set), config.mib_prompts)))
+    """Where node and edge CPR / CMD are measured: the first `mib_prompts` scoring prompts, or with
+    `eval_seed` that many prompts drawn with it minus every pair any method fitted on (held out)."""
+    n = config.find.n_train + config.find.n_score
+    prompts = task.prompts(loaded.tokenizer, n, config.find.seed)
+    if config.eval_seed is None:
+        _, score_set = split_prompts(prompts, config.find.n_train)
+        return score_set.subset(slice(0, min(len(score_set), config.mib_prompts)))
+    drawn = task.prompts(loaded.tokenizer, 4 * config.mib_prompts, config.eval_seed)
+    seeds = [config.find.seed + i for i in range(config.seeds)] if config.vary_prompts else [config.find.seed]
+    for seed in seeds:
+        drawn, _ = drawn.without(task.prompts(loaded.tokenizer, n, seed))
+        if {"edge-prune", "ensemble"} & set(config.methods):  # their own training split
+            drawn, _ = drawn.without(task.prompts(loaded.tokenizer, PRUNE_PROMPTS, seed + PROMPT_SEED_OFFSET))
+    if not len(drawn):
+        raise CircuitsError(f"every prompt drawn with --eval-seed {config.eval_seed} is one the methods fit "
+                            "on: choose another seed")
+    return drawn.subset(slice(0, min(len(drawn), config.mib_prompts)))
+
+
+def mib_prompts_note(config: CompareConfig) -> str:
+    """Which prompts the CPR / CMD were measured on, for compare.json's notes."""
+    if config.eval_seed is None:
+        return f"the first {config.mib_prompts} scoring prompts (the prompts the methods fit on)"
+    return (f"{config.mib_prompts} held-out prompts drawn with seed {config.eval_seed}, minus every pair a "
+            "method fitted on (fewer when the task has few distinct prompts)")
 
 
 def _agreement(methods: tuple[str, ...], rankings: dict[str, Any], seeds: list[int]) -> dict[str, Any]:

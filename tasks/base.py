@@ -44,6 +44,17 @@ class PromptSet:
     def seq_len(self) -> int:
         return int(self.positive.shape[1])
 
+    def without(self, other: PromptSet) -> tuple[PromptSet, int]:
+        """The pairs whose positive and negative are both absent from `other` (as positives or negatives)
+        -> (those pairs, how many were dropped): held-out prompts never seen by a method fitted on `other`
+        (a task with few distinct prompts can draw the same pair under two seeds)."""
+        if self.seq_len != other.seq_len:
+            return self, 0
+        seen = {tuple(r) for r in other.positive.tolist()} | {tuple(r) for r in other.negative.tolist()}
+        rows = [i for i, (p, q) in enumerate(zip(self.positive.tolist(), self.negative.tolist(), strict=True))
+                if tuple(p) not in seen and tuple(q) not in seen]
+        return (self if len(rows) == len(self) else self.subset(rows)), len(self) - len(rows)
+
     def subset(self, index: torch.Tensor | slice | list[int]) -> PromptSet:
         """Rows `index` of every field (texts included)."""
         if isinstance(index, slice):

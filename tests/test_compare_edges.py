@@ -70,3 +70,36 @@ def test_edge_prune_options_reach_the_method(planted):
     details = compare_methods(task, loaded, config)["methods"]["edge-prune"]["runs"][0]["details"]
     assert (details["steps"], details["objective"], details["init"], details["target_edges"]) == (
         3, "raise", "zeros", 5)
+
+
+def test_eval_seed_scores_cpr_on_prompts_no_method_fitted_on(planted):
+    from circuits.compare import _mib_prompts
+
+    task, loaded, _ = planted
+    tok = loaded.tokenizer
+    config = CompareConfig(methods=("eap", "edge-prune"), seeds=1, find=FAST_FIND, mib_prompts=8,
+                           mib_random=0, eval_seed=123, prune_steps=2)
+    held = _mib_prompts(task, loaded, config)
+    fitted = task.prompts(tok, FAST_FIND.n_train + FAST_FIND.n_score, FAST_FIND.seed)
+    pruned_on = task.prompts(tok, 64, FAST_FIND.seed + 10_000)
+    assert 0 < len(held) <= 8
+    for other in (fitted, pruned_on):
+        assert held.without(other)[1] == 0  # nothing a method saw
+    default = _mib_prompts(task, loaded, CompareConfig(methods=("eap",), find=FAST_FIND, mib_prompts=8))
+    assert default.without(fitted)[1] == len(default)  # without it: the scoring prompts themselves
+    report = compare_methods(task, loaded, config)
+    assert "held-out prompts drawn with seed 123" in report["notes"]["mib"]
+    with pytest.raises(CircuitsError, match="--eval-seed"):  # the fitting seed itself leaves nothing
+        _mib_prompts(task, loaded, CompareConfig(methods=("eap",), find=FAST_FIND, mib_prompts=8,
+                                                 eval_seed=FAST_FIND.seed))
+
+
+def test_prompt_sets_without_the_pairs_of_another(toy_task):
+    tok = toy_task.word_tokenizer()
+    a, b = toy_task.prompts(tok, 12, seed=0), toy_task.prompts(tok, 12, seed=1)
+    kept, dropped = a.without(a.subset([0, 3]))
+    assert dropped >= 2 and len(kept) == len(a) - dropped
+    seen = {tuple(r) for r in a.positive[[0, 3]].tolist()} | {tuple(r) for r in a.negative[[0, 3]].tolist()}
+    assert not any(tuple(r) in seen for r in kept.positive.tolist() + kept.negative.tolist())
+    assert a.without(a)[0].positive.shape[0] == 0
+    assert len(a.without(b)[0]) + a.without(b)[1] == len(a)

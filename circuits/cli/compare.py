@@ -64,6 +64,9 @@ def compare(
         None, help="seeds of the stochastic baselines (patching-resample); default: --seeds"),
     mib_prompts: int = typer.Option(50, help="CPR/CMD (MIB) on the first N scoring prompts; 0: not computed"),
     mib_random: int = typer.Option(3, help="random rankings averaged into the CPR/CMD floor"),
+    eval_seed: int | None = typer.Option(
+        None, help="measure CPR/CMD on --mib-prompts prompts drawn with this seed, minus every pair any "
+                   "method fitted on (held out); default: on the first --mib-prompts scoring prompts"),
     edge_mib: bool = typer.Option(True, help="edge-level CPR/CMD on the residual-stream graph too "
                                              "(head-level methods ranked by edges derived from their head "
                                              "scores)"),
@@ -101,7 +104,7 @@ def compare(
                            acdc_prompts=acdc_prompts, acdc_distance=acdc_distance, selection=selection,
                            vary_prompts=vary_prompts, patching_prompts=patching_prompts,
                            baseline_seeds=baseline_seeds, mib_prompts=mib_prompts, mib_random=mib_random,
-                           acdc_budget=acdc_budget, edge_mib=edge_mib)
+                           acdc_budget=acdc_budget, edge_mib=edge_mib, eval_seed=eval_seed)
     if acdc_edges is not None:
         config = replace(config, acdc_edges=acdc_edges)
     prune: dict[str, Any] = {"prune_steps": prune_steps, "prune_target": prune_target,

@@ -268,15 +268,10 @@ def _full_log_probs(patcher: EdgePatcher, n: int) -> torch.Tensor:
 def training_prompts(task: Task, tokenizer: Any, n: int, seed: int, held_out: PromptSet) -> PromptSet:
     """`n` prompts drawn with `seed + PROMPT_SEED_OFFSET`, minus any pair whose positive or negative equals
     one of `held_out`'s (a task with few distinct prompts can draw the same pair twice)."""
-    drawn = task.prompts(tokenizer, n, seed + PROMPT_SEED_OFFSET)
-    if drawn.seq_len != held_out.seq_len:
-        return drawn
-    seen = {tuple(r) for r in held_out.positive.tolist()} | {tuple(r) for r in held_out.negative.tolist()}
-    rows = [i for i, (p, q) in enumerate(zip(drawn.positive.tolist(), drawn.negative.tolist(), strict=True))
-            if tuple(p) not in seen and tuple(q) not in seen]
-    if not rows:
+    kept, _ = task.prompts(tokenizer, n, seed + PROMPT_SEED_OFFSET).without(held_out)
+    if not len(kept):
         raise CircuitsError("every training prompt drawn for edge-prune is also an evaluation prompt")
-    return drawn if len(rows) == n else drawn.subset(rows)
+    return kept
 
 
 def evaluation_prompts(task: Task, tokenizer: Any, find: FindConfig) -> PromptSet:
