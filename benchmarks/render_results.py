@@ -1015,11 +1015,12 @@ def standing(root: Path = RESULTS) -> str:
 
 def standing_edges(root: Path = RESULTS) -> str:
     """Edge CPR (counterfactual, held-out prompts) of the edge-level methods, from edge_level.json."""
-    keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune", "ensemble", "random")
+    keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune", "ensemble", "edge-prune-raise", "ensemble-raise",
+            "random")
     rows = [[_case(r), *(pmci(r["methods"].get(k, {}).get("edge_cpr_counterfactual")) for k in keys)]
             for r in _edge_level_rows(root)]
     header = ["edge CPR (held out)", "discrete SAE", "actdiff", "EAP", "EAP-IG", "edge-prune", "ensemble",
-              "random"]
+              "edge-prune raise†", "ensemble raise†", "random"]
     return table(header, rows) if rows else ""
 
 
