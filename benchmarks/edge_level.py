@@ -292,7 +292,8 @@ def merge_result(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     for m, e in new["methods"].items():
         methods[m] = {**methods.get(m, {}), **e}
     partial = {k: v for k, v in new.items() if k not in ("methods", "metric", "fit_cpu_seconds",
-                                                          "eval_cpu_seconds", "wall_seconds", "command")}
+                                                          "eval_cpu_seconds", "wall_seconds", "command",
+                                                          "partial_methods")}
     runs = [*old.get("partial_runs", []), {"command": new["command"], "methods": sorted(new["methods"]),
                                            "wall_seconds": new["wall_seconds"]}]
     return {**old, **partial, "methods": methods, "metric": {**old.get("metric", {}), **new["metric"]},
@@ -341,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         merged = read_json(args.out) if args.out.exists() else report_skeleton()
         merged.update({k: v for k, v in report_skeleton().items() if k != "results"})
         for path in args.merge:
-            merged["results"].update(read_json(path)["results"])
+            for spec, row in read_json(path)["results"].items():  # a partial row is laid over the stored one
+                stored = merged["results"].get(spec)
+                merged["results"][spec] = merge_result(stored, row) if row.get("partial_methods") else row
         emit(merged, args.out)
         return 0
     torch.set_num_threads(SETTINGS["threads"])
@@ -360,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 for field in ("seconds", "forward", "backward"):
                     entry.pop(field, None)
         partial = bool(args.methods) or args.auc_only
+        if partial:
+            result["partial_methods"] = sorted(result["methods"])
         report["results"][spec] = merge_result(report["results"].get(spec), result) if partial else result
         report["written_by"] = written_by()
         emit(report, args.out)  # after every model x task: an interrupted run keeps what it measured
