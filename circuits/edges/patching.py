@@ -125,33 +125,41 @@ class EdgePatcher:
         G, c = int(keep.shape[0]), int(idx.numel())
         L, H, p = graph.n_layers, graph.n_heads, self.prompts.seq_len
         start = self._start(removed, keep.requires_grad)
-        blocks: list[tuple[slice, torch.Tensor]] = []  # (sender slice, [G|1, c, p, s, d]), topological
+        # (sender slice, [G|1, s, c, p, d] contiguous), topological: senders first, so that each receiver's
+        # weighted sum is one matrix product on a view (autograd keeps a reference, not a permuted copy per
+        # receiver layer: with a gradient that copy was most of edge-prune's memory)
+        blocks: list[tuple[slice, torch.Tensor]] = []
 
         def clean_diff(l: int) -> None:  # senders of layer l below `start`: cached outputs, shared by graphs
             diff = self.corrupt_writes(l, idx) - self.head_writes(l, self.clean["z"][idx, l])  # [c, p, H, d]
             if graph.has_mlp:
                 d_mlp = self._rows(self.corrupt["mlp"], idx)[:, l] - self.clean["mlp"][idx, l]
                 diff = torch.cat([diff, d_mlp[:, :, None]], 2)
-            blocks.append((graph.layer_senders(l), diff[None]))
+            blocks.append((graph.layer_senders(l), diff.permute(2, 0, 1, 3).contiguous()[None]))
 
         d_embed = self._rows(self.corrupt["embed"], idx) - self.clean["embed"][idx]  # [c, p, d]
-        blocks.append((slice(0, 1), d_embed[None, :, :, None]))
+        blocks.append((slice(0, 1), d_embed[None, None]))
         for l in range(start):
             clean_diff(l)
 
         def delta(receivers: slice, last_only: bool = False) -> torch.Tensor:
             """Input change of `receivers`: [G, c, p', r, d] (p' = 1 with last_only)."""
             total: torch.Tensor | None = None
-            for senders, diff in blocks:
+            r = receivers.stop - receivers.start
+            for senders, diff in blocks:  # diff [G|1, s, c, p, d]
                 w = removed[:, senders, receivers]  # [G, s, r]
                 if not keep.requires_grad and not bool(w.any()):
                     continue
-                d = diff[:, :, -1:] if last_only else diff
-                part = (torch.einsum("cpsd,gsr->gcprd", d[0], w) if d.shape[0] == 1
-                        else torch.einsum("gcpsd,gsr->gcprd", d, w))
+                d = diff[:, :, :, -1:].contiguous() if last_only else diff  # [G|1, s, c, p', d]
+                g_d, n_s, _, p_d, d_model = d.shape
+                flat = d.reshape(g_d, n_s, -1)  # [G|1, s, c p' d], a view
+                if g_d == 1:  # shared by every graph: one [G r, s] @ [s, c p' d] product
+                    part = (w.transpose(1, 2).reshape(G * r, n_s) @ flat[0]).reshape(G, r, c, p_d, d_model)
+                else:
+                    part = torch.bmm(w.transpose(1, 2), flat).reshape(G, r, c, p_d, d_model)
+                part = part.permute(0, 2, 3, 1, 4)  # [G, c, p', r, d]
                 total = part if total is None else total + part
             if total is None:
-                r = receivers.stop - receivers.start
                 total = torch.zeros(G, c, 1 if last_only else p, r, int(self.model.cfg.d_model), dtype=dtype)
             return total
 
@@ -162,13 +170,14 @@ class EdgePatcher:
             current = self.head_writes(l, z).reshape(G, c, p, H, -1)
             corrupt = self.corrupt_writes(l, idx)[None]
             senders = slice(graph.head_sender(l, 0), graph.head_sender(l, H - 1) + 1)
-            blocks.append((senders, corrupt - current))
+            diff = (corrupt - current).permute(0, 3, 1, 2, 4).contiguous()  # [G, H, c, p, d]
+            blocks.append((senders, diff))
 
         def on_mlp_out(x: torch.Tensor, hook: Any) -> None:  # [G*c, p, d]
             l = hook.layer()
             corrupt = self._rows(self.corrupt["mlp"], idx)[:, l][None]
             blocks.append((slice(graph.mlp_sender(l), graph.mlp_sender(l) + 1),
-                           (corrupt - x.reshape(G, c, p, -1))[:, :, :, None]))
+                           (corrupt - x.reshape(G, c, p, -1))[:, None]))  # [G, 1, c, p, d]
 
         def on_head_input(x: torch.Tensor, hook: Any) -> torch.Tensor:  # [G*c, p, H, d]
             l = hook.layer()
