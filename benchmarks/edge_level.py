@@ -235,12 +235,11 @@ def run_one(model_name: str, task_name: str, s: dict[str, Any], wanted: frozense
     node_res: dict[str, Any] = {}
     if evaluate:
         log("edge CPR/CMD, counterfactual")
-        groups = {m: keys for m, keys in keys_of.items()}
         cf = edge_mib_scores(loaded.model, task, evaluation, {k: runs.edge[k] for k in scored},
                              {k: v for k, v in runs.signed.items() if k in scored}, ("counterfactual",),
-                             n_random=s["n_random"], seed=s["eval_seed"], groups=groups)
+                             n_random=s["n_random"], seed=s["eval_seed"], groups=keys_of)
         edge_res.update(cf["interventions"])
-        main_groups = {m: keys for m, keys in groups.items() if m in ISSUE23}
+        main_groups = {m: keys for m, keys in keys_of.items() if m in ISSUE23}
         if main:
             log("edge CPR/CMD, mean")
             mean = edge_mib_scores(loaded.model, task, evaluation, {k: runs.edge[k] for k in main},
@@ -347,16 +346,16 @@ def main(argv: list[str] | None = None) -> int:
                 merged["results"][spec] = merge_result(stored, row) if row.get("partial_methods") else row
         emit(merged, args.out)
         return 0
+    wanted = frozenset(m.strip() for m in args.methods.split(",") if m.strip()) or frozenset(LABELS)
+    unknown = wanted - set(LABELS)
+    if unknown:
+        parser.error(f"unknown methods {', '.join(sorted(unknown))} (choose among {', '.join(LABELS)})")
     torch.set_num_threads(SETTINGS["threads"])
     report = read_json(args.out) if args.out.exists() else report_skeleton()
     report.update({k: v for k, v in report_skeleton().items() if k != "results"})
     for spec in args.only or list(RUNS):
         model_name, task_name = spec.split(":")
         log(f"{model_name} {task_name}")
-        wanted = frozenset(m.strip() for m in args.methods.split(",") if m.strip()) or frozenset(LABELS)
-        unknown = wanted - set(LABELS)
-        if unknown:
-            parser.error(f"unknown methods {', '.join(sorted(unknown))} (choose among {', '.join(LABELS)})")
         result = run_one(model_name, task_name, SETTINGS, wanted, evaluate=not args.auc_only)
         if args.auc_only:  # the stored costs stay those of the run that measured the CPR/CMD
             for entry in result["methods"].values():

@@ -1010,15 +1010,15 @@ def standing(root: Path = RESULTS) -> str:
                          *(pmci(r["methods"].get(k, {}).get("node_auc_mean")) for k in auc_keys)])
     auc = table(["node AUC vs ground truth (mean ablation)", "truth", "discrete SAE", "actdiff", "EAP",
                  "EAP-IG", "patching", "ACDC (bounded)"], auc_rows) if auc_rows else ""
-    return "\n\n".join(part for part in (node, auc, standing_edges(root)) if part)
+    return "\n\n".join(part for part in (node, auc, standing_edges(results)) if part)
 
 
-def standing_edges(root: Path = RESULTS) -> str:
-    """Edge CPR (counterfactual, held-out prompts) of the edge-level methods, from edge_level.json."""
+def standing_edges(results: list[dict[str, Any]]) -> str:
+    """Edge CPR (counterfactual, held-out prompts) of the edge-level methods: edge_level.json's rows."""
     keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune", "ensemble", "edge-prune-raise", "ensemble-raise",
             "random")
     rows = [[_case(r), *(pmci(r["methods"].get(k, {}).get("edge_cpr_counterfactual")) for k in keys)]
-            for r in _edge_level_rows(root)]
+            for r in results]
     header = ["edge CPR (held out)", "discrete SAE", "actdiff", "EAP", "EAP-IG", "edge-prune", "ensemble",
               "edge-prune raise†", "ensemble raise†", "random"]
     return table(header, rows) if rows else ""

@@ -40,9 +40,9 @@ from circuits.evaluation.metrics import DEFINITIONS, edge_auc, evaluate_heads, h
 from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores, random_floor
 from circuits.methods import SELECTION_NOTE
 from circuits.methods.acdc import ACDC_EDGES
-from circuits.methods.edge_prune import INITS as PRUNE_INITS
-from circuits.methods.edge_prune import OBJECTIVES as PRUNE_OBJECTIVES
-from circuits.methods.edge_prune import PROMPT_SEED_OFFSET, PRUNE_PROMPTS
+from circuits.methods.edge_prune import INIT as PRUNE_INIT
+from circuits.methods.edge_prune import OBJECTIVE as PRUNE_OBJECTIVE
+from circuits.methods.edge_prune import PROMPT_SEED_OFFSET, PRUNE_PROMPTS, check_prune_options
 from circuits.methods.edge_prune import STEPS as PRUNE_STEPS
 from circuits.methods.edge_prune import TARGET as PRUNE_TARGET
 from circuits.methods.registry import MethodInput, expand, get_method
@@ -91,8 +91,8 @@ class CompareConfig:
     edge_mib: bool = True  # edge-level CPR / CMD too (on the same prompts), for every method
     prune_steps: int = PRUNE_STEPS  # edge-prune (and the ensemble's edge-prune): mask training steps
     prune_target: float = PRUNE_TARGET  # its target: a fraction (< 1) of the edges or an edge count
-    prune_objective: str = "metric"  # its faithfulness term (circuits.methods.edge_prune.OBJECTIVES)
-    prune_init: str = "eap-ig"  # its warm start
+    prune_objective: str = PRUNE_OBJECTIVE  # its faithfulness term (circuits.methods.edge_prune.OBJECTIVES)
+    prune_init: str = PRUNE_INIT  # its warm start
 
     def validate(self) -> None:
         self.find.validate()
@@ -112,14 +112,7 @@ class CompareConfig:
             raise CircuitsError(f"--baseline-seeds must be at least 1, got {self.baseline_seeds}")
         if self.acdc_distance not in ("kl", "metric"):
             raise CircuitsError(f"unknown ACDC distance '{self.acdc_distance}' (kl, metric)")
-        if self.prune_steps < 0 or self.prune_target <= 0:
-            raise CircuitsError(f"--prune-steps must be zero or more and --prune-target positive, got "
-                                f"{self.prune_steps} and {self.prune_target}")
-        if self.prune_objective not in PRUNE_OBJECTIVES:
-            raise CircuitsError(f"unknown --prune-objective '{self.prune_objective}' "
-                                f"({', '.join(PRUNE_OBJECTIVES)})")
-        if self.prune_init not in PRUNE_INITS:
-            raise CircuitsError(f"unknown --prune-init '{self.prune_init}' ({', '.join(PRUNE_INITS)})")
+        check_prune_options(self.prune_steps, self.prune_target, self.prune_objective, self.prune_init)
         for m in self.methods:
             get_method(m)
 
@@ -359,9 +352,8 @@ def _mib_prompts(task: Task, loaded: LoadedModel, config: CompareConfig) -> Prom
     """Where node and edge CPR / CMD are measured: the first `mib_prompts` scoring prompts, or with
     `eval_seed` that many prompts drawn with it minus every pair any method fitted on (held out)."""
     n = config.find.n_train + config.find.n_score
-    prompts = task.prompts(loaded.tokenizer, n, config.find.seed)
     if config.eval_seed is None:
-        _, score_set = split_prompts(prompts, config.find.n_train)
+        _, score_set = split_prompts(task.prompts(loaded.tokenizer, n, config.find.seed), config.find.n_train)
         return score_set.subset(slice(0, min(len(score_set), config.mib_prompts)))
     drawn = task.prompts(loaded.tokenizer, 4 * config.mib_prompts, config.eval_seed)
     seeds = [config.find.seed + i for i in range(config.seeds)] if config.vary_prompts else [config.find.seed]

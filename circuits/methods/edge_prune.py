@@ -59,6 +59,8 @@ Objective = Literal["metric", "kl", "raise"]
 OBJECTIVES: tuple[str, ...] = ("metric", "kl", "raise")
 SIGNED_OBJECTIVES: tuple[str, ...] = ("raise",)  # warm-started from signed scores (CPR's ranking rule)
 INITS: tuple[str, ...] = ("eap-ig", "zeros")
+OBJECTIVE = "metric"  # the default objective (benchmarks/edge_prune_dev.py kept it over "raise": a tie)
+INIT = "eap-ig"  # the default warm start
 
 # Defaults, fixed on the tiny development models' *training* prompts (never on evaluation prompts).
 STEPS = 200
@@ -159,7 +161,7 @@ def default_batch(patcher: EdgePatcher, n: int) -> int:
 
 def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
                init_scores: torch.Tensor | None = None, steps: int = STEPS, lr: float = LR,
-               target_edges: float = TARGET, *, objective: str = "metric",
+               target_edges: float = TARGET, *, objective: str = OBJECTIVE,
                intervention: str = "counterfactual",
                batch_size: int | None = None, seed: int = 0, init_scale: float = INIT_SCALE,
                init_noise: float = INIT_NOISE, rho: float = RHO, lambda_lr: float = LAMBDA_LR,
@@ -216,13 +218,13 @@ def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
             gates = hard_concrete(log_alpha, u)  # [n_edges]
             keep = graph.to_dense(gates, fill=1.0)  # [S, R]
             logits = patcher.logits(keep[None], idx)[0]  # [c, vocab]
-            if objective == "raise":
+            if full_logp is None:
                 m = task.metric(logits, train_prompts.subset(idx))  # [c]
-                span = (m_full.mean() - m_empty.mean()).to(dtype)
-                faith = -(m.mean() - m_empty[idx].mean().to(dtype)) / span
-            elif full_logp is None:
-                m = task.metric(logits, train_prompts.subset(idx))  # [c]
-                faith = (m.mean() - m_full[idx].mean().to(dtype)) ** 2 / scale
+                if objective == "raise":
+                    span = (m_full.mean() - m_empty.mean()).to(dtype)
+                    faith = -(m.mean() - m_empty[idx].mean().to(dtype)) / span
+                else:
+                    faith = (m.mean() - m_full[idx].mean().to(dtype)) ** 2 / scale
             else:
                 logp = torch.log_softmax(logits, -1)
                 ref = full_logp[idx].to(dtype)
@@ -293,16 +295,26 @@ def node_scores_from_edges(graph: ComputeGraph, log_alpha: torch.Tensor) -> torc
 
 
 # ---- the registered method -----------------------------------------------------------------------------
+def check_prune_options(steps: int, target: float, objective: str, init: str) -> None:
+    """The user-facing options of edge-prune, checked before any work: one CircuitsError line naming the flag
+    (compare checks them up front, before the model loads; the registered method again)."""
+    if steps < 0 or target <= 0:
+        raise CircuitsError(f"--prune-steps must be zero or more and --prune-target positive, got {steps} "
+                            f"and {target}")
+    if objective not in OBJECTIVES:
+        raise CircuitsError(f"unknown --prune-objective '{objective}' ({', '.join(OBJECTIVES)})")
+    if init not in INITS:
+        raise CircuitsError(f"unknown --prune-init '{init}' ({', '.join(INITS)})")
+
+
 def prune_options(options: dict[str, Any]) -> dict[str, Any]:
     """inp.options -> edge_prune keyword arguments and the prompt count (prune_steps, prune_lr, prune_target,
     prune_init, prune_prompts, prune_objective)."""
-    init = str(options.get("prune_init", "eap-ig"))
-    if init not in INITS:
-        raise CircuitsError(f"unknown --prune-init '{init}' ({', '.join(INITS)})")
-    return {"steps": int(options.get("prune_steps", STEPS)), "lr": float(options.get("prune_lr", LR)),
-            "target_edges": float(options.get("prune_target", TARGET)), "init": init,
-            "n_prompts": int(options.get("prune_prompts", PRUNE_PROMPTS)),
-            "objective": str(options.get("prune_objective", "metric"))}
+    steps, target = int(options.get("prune_steps", STEPS)), float(options.get("prune_target", TARGET))
+    objective, init = str(options.get("prune_objective", OBJECTIVE)), str(options.get("prune_init", INIT))
+    check_prune_options(steps, target, objective, init)
+    return {"steps": steps, "lr": float(options.get("prune_lr", LR)), "target_edges": target, "init": init,
+            "n_prompts": int(options.get("prune_prompts", PRUNE_PROMPTS)), "objective": objective}
 
 
 def split_note(find: FindConfig, train: PromptSet, n_asked: int) -> dict[str, Any]:
