@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from circuits.ablation import metric_under_masks, reference_z  # noqa: E402
 from circuits.models import load_model  # noqa: E402
-from circuits.truths import write_truth  # noqa: E402
+from circuits.truths import read_truth_file, truth_path, write_truth  # noqa: E402
 from circuits.zoo.data import prompt_seed  # noqa: E402
 from circuits.zoo.greedy_truth import greedy_ground_truth, post_attention_norm  # noqa: E402
 from circuits.zoo.ground_truth import GroundTruthResult  # noqa: E402
@@ -65,6 +65,23 @@ def _write(model: str, task: str, ablation: str, result: GroundTruthResult, out:
     return write_truth(model, task, ablation, result.truth, result.details(), directory=out)
 
 
+def stored_ranking(model_name: str, task: str, n_prompts: int, seed: int, out: Path | None
+                   ) -> list[tuple[int, int]] | None:
+    """The single-head ranking of the stored mean-ablation search on the same prompts, so a resample-only
+    run skips the table (as a run of both ablations does); None when that file is missing or differs."""
+    path = truth_path(model_name, task, "mean", out)
+    if not path.exists():
+        return None
+    stored = read_truth_file(path)
+    effects = stored.details.get("single_head_effects") or []
+    method = stored.truth.method
+    same = method.get("n_prompts") == n_prompts and method.get("prompt_seed") == seed
+    if not same or not effects:
+        return None
+    log(f"{task}: resample search ranked by the single-head table in {path}")
+    return [(e["layer"], e["head"]) for e in sorted(effects, key=lambda e: -e["drop"])]
+
+
 def run_task(model_name: str, name: str, lm: Any, n_prompts: int, ablations: list[str], out: Path | None,
              load_seconds: float, edges: bool = True) -> None:
     task = get_task(name)
@@ -83,7 +100,7 @@ def run_task(model_name: str, name: str, lm: Any, n_prompts: int, ablations: lis
     common: dict[str, Any] = dict(
         threshold=THRESHOLD, pool_size=POOL_SIZE, max_exhaustive=MAX_EXHAUSTIVE, batch=BATCH, threads=None,
         progress=lambda stage, d, t: log(f"{model_name} {name} {stage}", d, t))
-    ranking = None
+    ranking = None if "mean" in ablations else stored_ranking(model_name, name, n_prompts, seed, out)
     if "mean" in ablations:
         edges = edges and not post_attention_norm(lm.model)  # Gemma: a head's write is not linear
         mean = greedy_ground_truth(lm.model, task, prompts, edges=edges, ablation="mean", method_notes=notes,
@@ -94,8 +111,8 @@ def run_task(model_name: str, name: str, lm: Any, n_prompts: int, ablations: lis
         effects = sorted(mean.single_head_effects, key=lambda e: -e["drop"])
         ranking = [(e["layer"], e["head"]) for e in effects]
     if "resample" in ablations:
-        resample_notes = {**notes, "ranking_from": "the mean-ablation single-head table" if ranking else
-                          "this run's single-head table"}
+        resample_notes = {**notes, "ranking_from": "the mean-ablation single-head table (same prompts)"
+                          if ranking else "this run's single-head table"}
         resample = greedy_ground_truth(lm.model, task, prompts, edges=False, ablation="resample",
                                        seed=RESAMPLE_SEED, ranking=ranking, method_notes=resample_notes,
                                        **common)

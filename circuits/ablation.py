@@ -114,8 +114,8 @@ REUSE_PREFIX_MIN_MASKS = 4
 @torch.no_grad()
 def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet, keep: torch.Tensor,
                        reference: torch.Tensor, max_rows: int = 512, reuse_prefix: bool | None = None,
-                       count: PassCount | None = None, base_runs: dict[int, torch.Tensor] | None = None
-                       ) -> torch.Tensor:
+                       count: PassCount | None = None, base_runs: dict[int, torch.Tensor] | None = None,
+                       base_masks: torch.Tensor | None = None) -> torch.Tensor:
     """Task metric on the positive prompts with every head where keep is False ablated.
 
     keep: [k, layer, head] bool (k masks); reference from `reference_z`.
@@ -128,6 +128,9 @@ def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet,
     base_runs: a dict kept by a caller that scores many batches on the same prompts and reference (it holds
     those cached runs, 0 intact and 1 all ablated: [n, layer + 1, seq, d_model]; filled on first use); with
     it, prefixes are reused by default whatever k.
+    base_masks: [b, layer, head] further keep masks whose runs a mask may continue (run once in this call,
+    1 pass each, when some mask starts later from one of them than from the intact or all-ablated run):
+    e.g. a set S when scoring its leave-one-out subsets, which then start at the removed head's layer.
     """
     keep = keep.bool()
     k, n_layers, n_heads = keep.shape
@@ -157,19 +160,22 @@ def metric_under_masks(model: HookedTransformer, task: Task, prompts: PromptSet,
             hooks.append((z_hook(layer), patch))
         return hooks
 
-    # per mask: which cached run it continues (0 intact, 1 all ablated) and from which layer
+    # per mask: which run it continues (0 intact, 1 all ablated, 2 + j base_masks[j]) and from which layer
     base = torch.zeros(k, dtype=torch.long)
     start = torch.zeros(k, dtype=torch.long)
-    bases = {} if base_runs is None else base_runs  # base -> residual stream [n, layer + 1, seq, d_model]
+    shared = {} if base_runs is None else base_runs  # 0, 1 -> residual stream [n, layer + 1, seq, d_model]
+    bases: dict[int, torch.Tensor] = {b: run for b, run in shared.items() if b in (0, 1)}
     if reuse_prefix:
-        ablated_at, kept_at = (~keep).any(-1), keep.any(-1)  # [k, layer]
-        first_ablated = torch.where(ablated_at.any(-1), ablated_at.int().argmax(-1), n_layers)  # [k]
-        first_kept = torch.where(kept_at.any(-1), kept_at.int().argmax(-1), n_layers)
-        base = (first_kept > first_ablated).long()
-        start = torch.maximum(first_ablated, first_kept)
-        for b in set(base[start > 0].tolist()) - set(bases):
-            bases[b] = _residual_stream(model, prompts.positive, hooks_for(
-                torch.full((1, n_layers, n_heads), b == 0, dtype=torch.bool), 0))
+        extra = torch.zeros(0, n_layers, n_heads) if base_masks is None else base_masks
+        candidates = torch.cat([torch.ones(2, n_layers, n_heads), extra.float()]).bool()  # [c, L, H]
+        candidates[1] = False  # 0 intact, 1 all ablated, then the given masks
+        differs = (keep[:, None] != candidates[None]).any(-1)  # [k, c, layer]
+        first_diff = torch.where(differs.any(-1), differs.int().argmax(-1), n_layers)  # [k, c]
+        start, base = first_diff.max(-1)  # ties: torch.max returns the first (the shared runs)
+        for b in sorted(set(base[start > 0].tolist()) - set(bases)):
+            bases[b] = _residual_stream(model, prompts.positive, hooks_for(candidates[b][None], 0))
+            if b in (0, 1):
+                shared[b] = bases[b]
             if count is not None:
                 count.forward += 1.0
     out: torch.Tensor | None = None  # [k, n], in the metric's dtype

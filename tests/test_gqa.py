@@ -161,3 +161,27 @@ def test_reusing_the_intact_and_ablated_prefixes_is_exact(setup, ablation):
     assert slow.forward == keep.shape[0] and fast.masks == slow.masks == keep.shape[0]
     # 2 base runs; intact/empty free; 4 layer-0 singles and 1 circuit full; 4 singles and 2 circuits half
     assert fast.forward == pytest.approx(2 + 4 + 1 + (4 + 2) / 2)
+
+
+@pytest.mark.parametrize("ablation", ["mean", "resample"])
+def test_continuing_a_given_base_mask_is_exact_and_cheaper(setup, ablation):
+    """Leave-one-out sets of S continue S's own run from the removed head's layer: the same scores for
+    fewer passes than starting from the intact or all-ablated run."""
+    task, prompts, model, _ = setup
+    reference = reference_z(model, prompts, ablation, seed=1)
+    near = torch.zeros(L, H, dtype=torch.bool)
+    near[0, :2] = near[1, 1:] = True  # S: differs from both the intact and the empty run at layer 0
+    members = near.nonzero().tolist()
+    keep = near.repeat(len(members), 1, 1)
+    for i, (layer, h) in enumerate(members):
+        keep[i, layer, h] = False  # S minus one member
+    fast, plain = PassCount(), PassCount()
+    got = metric_under_masks(model, task, prompts, keep, reference, max_rows=30, reuse_prefix=True,
+                             base_masks=near[None], count=fast)
+    want = metric_under_masks(model, task, prompts, keep, reference, max_rows=30, reuse_prefix=False,
+                              count=plain)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    # S's run (1) + the layer-0 removals from scratch + the layer-1 removals from layer 1 of S's run
+    n0, n1 = sum(layer == 0 for layer, _ in members), sum(layer == 1 for layer, _ in members)
+    assert fast.forward == pytest.approx(1 + n0 + n1 * (L - 1) / L)
+    assert fast.forward < plain.forward

@@ -53,12 +53,13 @@ def test_backward_greedy_ends_with_every_member_necessary() -> None:
     weights = {(0, i): w for i, w in enumerate([5.0, 3.0, 0.1, 0.1, 0.1, 0.2, 0.05, 1.0])}
     calls: list[int] = []
 
-    def scorer(sets: list[frozenset[Head]]) -> list[float]:
+    def scorer(sets: list[frozenset[Head]], near: frozenset[Head] | None = None) -> list[float]:
         calls.append(len(sets))
         return [sum(weights[h] for h in s) for s in sets]
 
     total = sum(weights.values())
-    kept, rounds = backward_greedy(scorer, frozenset(weights), lambda s: s >= 0.85 * total, batch=4)
+    kept, rounds = backward_greedy(scorer, frozenset(weights), lambda s: s >= 0.85 * total,  # type: ignore[arg-type]
+                                   batch=4)
     assert kept == {(0, 0), (0, 1), (0, 7)}
     assert all(scorer([kept - {h}])[0] < 0.85 * total for h in kept)
     assert rounds <= 3 and max(calls) > 1  # batches, not one set per call

@@ -40,6 +40,7 @@ from circuits.zoo.ground_truth import (
     GroundTruthResult,
     _edge_effects,
     _first_valid_prefix,
+    _Scorer,
     _start_search,
 )
 from circuits.zoo.train import torch_threads
@@ -52,20 +53,21 @@ SEARCH_NOTE = ("single-head ablation table (batched); shortest valid prefix of i
                "(repeated while one is valid)")
 
 
-def backward_greedy(scorer: Callable[[list[frozenset[Head]]], list[float]], heads: frozenset[Head],
-                    valid: Callable[[float], bool], batch: int) -> tuple[frozenset[Head], int]:
-    """Step 4: remove members in batched rounds until each is necessary -> (set, rounds)."""
+def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool], batch: int
+                    ) -> tuple[frozenset[Head], int]:
+    """Step 4: remove members in batched rounds until each is necessary -> (set, rounds). Both batches of a
+    round continue S's own run from the first removed head's layer (about half a pass per set)."""
     rounds = 0
     while heads:
         rounds += 1
         members = sorted(heads)
-        loo = scorer([heads - {h} for h in members])
+        loo = scorer([heads - {h} for h in members], near=heads)
         order = sorted(range(len(members)), key=lambda i: (-loo[i], i))  # least needed first
         if not valid(loo[order[0]]):
             break
         ks = list(range(1, min(batch, len(members)) + 1))
         cands = [heads - {members[order[j]] for j in range(k)} for k in ks]
-        scores = scorer(cands)
+        scores = scorer(cands, near=heads)
         best = max(k for k, s in zip(ks, scores, strict=True) if valid(s) or k == 1)  # k = 1: valid above
         heads = cands[best - 1]
     return heads, rounds

@@ -99,13 +99,16 @@ class _Scorer:
             keep[layer, h] = True
         return keep
 
-    def __call__(self, sets: list[frozenset[Head]]) -> list[float]:
+    def __call__(self, sets: list[frozenset[Head]], near: frozenset[Head] | None = None) -> list[float]:
+        """Mean metric per head set. near: a set the batch differs little from (e.g. S for its leave-one-out
+        subsets): its run is cached for the call and each set continues it from where they first differ."""
         todo = [s for s in dict.fromkeys(sets) if s not in self.cache]
         if todo:
             keep = torch.stack([self.mask(s) for s in todo])  # [k, L, H]
             scores = metric_under_masks(self.model, self.task, self.prompts, keep, self.reference,
-                                        max_rows=self.max_rows, count=self.passes,
-                                        base_runs=self.base_runs).float().mean(1)  # [k]
+                                        max_rows=self.max_rows, count=self.passes, base_runs=self.base_runs,
+                                        base_masks=None if near is None else self.mask(near)[None]
+                                        ).float().mean(1)  # [k]
             self.n_evaluated += len(todo)
             self.cache.update(zip(todo, scores.tolist(), strict=True))
         return [self.cache[s] for s in sets]
