@@ -5,6 +5,7 @@ Rank 0 writes the final weights of both runs to OUT/{full,resumed}.safetensors.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -56,3 +57,9 @@ def main(out: Path, arch: str) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), sys.argv[2])
+    # Leave without running C++ static destructors: gloo's threads occasionally abort the process there
+    # ("terminate called without an active exception") after every result is written; the test checks the
+    # results, not torch's teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
