@@ -162,7 +162,10 @@ def test_target_fraction_or_count_and_bad_options():
 # ---- (d) no fitting on the evaluation prompts -------------------------------------------------------------
 def test_registered_edge_prune_trains_on_prompts_disjoint_from_the_evaluation(planted):
     task, loaded, _ = planted
-    run = REGISTRY["edge-prune"].run(MethodInput(task=task, loaded=loaded, find=FIND, seed=0, options=FAST))
+    told: list[tuple[str, int, int]] = []
+    run = REGISTRY["edge-prune"].run(MethodInput(task=task, loaded=loaded, find=FIND, seed=0, options=FAST,
+                                                 progress=lambda *a: told.append(a)))
+    assert told[-1] == ("edge-prune mask steps", 60, 60) and len(told) == 60  # a bar for a long run
     held_out = evaluation_prompts(task, loaded.tokenizer, FIND)
     train = training_prompts(task, loaded.tokenizer, 16, FIND.seed, held_out)
     seen = {tuple(r) for r in held_out.positive.tolist()}

@@ -134,8 +134,9 @@ def find(
         ids = {stage: bar.add_task(label, total=None) for stage, label in stages.items()}
 
         def report(stage: str, done: int, total: int) -> None:
-            if stage in ids:
-                bar.update(ids[stage], completed=done, total=total)
+            if stage not in ids:  # a method's own steps (e.g. edge-prune's mask steps)
+                ids[stage] = bar.add_task(stage, total=total)
+            bar.update(ids[stage], completed=done, total=total)
 
         if n_seeds > 1:  # circuit stability across SAE seeds (circuits.analysis.stability)
             from circuits.analysis.stability import find_with_seeds

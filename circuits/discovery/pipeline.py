@@ -277,7 +277,8 @@ def _circuit_of_method(task: Task, loaded: LoadedModel, config: FindConfig, meth
     torch.manual_seed(config.seed)
     if progress:
         progress("method", 0, 1)
-    run = method.run(MethodInput(task=task, loaded=loaded, find=config, seed=config.seed, options=options))
+    run = method.run(MethodInput(task=task, loaded=loaded, find=config, seed=config.seed, options=options,
+                                 progress=progress))
     if progress:
         progress("method", 1, 1)
     timings = {"prompts": time.perf_counter() - start - run.seconds, method.key: run.seconds}

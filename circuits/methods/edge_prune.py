@@ -49,6 +49,7 @@ from circuits.edges.graph import ComputeGraph
 from circuits.errors import CircuitsError
 from circuits.methods.base import Cost, Timer, selected_heads
 from circuits.methods.registry import MethodInput, MethodRun
+from circuits.progress import Progress
 from tasks.base import PromptSet, Task
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
                intervention: str = "counterfactual",
                batch_size: int | None = None, seed: int = 0, init_scale: float = INIT_SCALE,
                init_noise: float = INIT_NOISE, rho: float = RHO, lambda_lr: float = LAMBDA_LR,
-               cost: Cost | None = None) -> PruneResult:
+               cost: Cost | None = None, progress: Progress | None = None) -> PruneResult:
     """Learn hard-concrete edge gates on `train_prompts` (see the module docstring). `init_scores` [S, R]
     (signed: higher = holds the metric up, e.g. minus the EAP-IG attribution; "metric"/"kl" use their
     magnitude, "raise" their sign too) warm-start the gates; None starts every edge alike.
@@ -240,6 +241,8 @@ def edge_prune(model: HookedTransformer, task: Task, train_prompts: PromptSet,
             history["loss"].append(float(loss.detach()))
             history["faith"].append(float(faith.detach()))
             history["expected_edges"].append(float(l0.detach()))
+            if progress is not None:
+                progress("edge-prune mask steps", step + 1, steps)
         final = log_alpha.detach().double()
         hard = graph.to_dense((final > 0).to(dtype))[None]
         kept_metric = float(patcher.run(hard, task_metric(task, train_prompts)).double().mean())
@@ -342,7 +345,8 @@ def run_edge_prune(inp: MethodInput) -> MethodRun:
         if init_name == "eap-ig":
             init = -edge_attributions(model, inp.task, train, graph, ig_steps=5, alphas="left",
                                       cost=cost).edge  # signed: higher = holds the metric up
-        result = edge_prune(model, inp.task, train, init, seed=inp.seed, cost=cost, **opts)
+        result = edge_prune(model, inp.task, train, init, seed=inp.seed, cost=cost, progress=inp.progress,
+                            **opts)
     nodes = node_scores_from_edges(graph, result.log_alpha)
     return MethodRun(
         node_scores=nodes, selected=selected_heads(nodes, find.selection),

@@ -16,6 +16,7 @@ import torch
 from circuits.discovery.config import FindConfig
 from circuits.errors import CircuitsError, did_you_mean
 from circuits.models.loaded import LoadedModel
+from circuits.progress import Progress
 from tasks.base import Head, Task
 
 
@@ -28,6 +29,7 @@ class MethodInput:
     find: FindConfig  # prompts: find.seed, n_train, n_score; selection: find.selection
     seed: int  # the method's own seed (SAE initialisation, resample draws)
     options: dict[str, Any] = field(default_factory=dict)  # method-specific (e.g. ACDC's distance)
+    progress: Progress | None = None  # long methods report their steps (e.g. edge-prune's mask steps)
 
 
 @dataclass(frozen=True)
