@@ -1038,12 +1038,12 @@ def standing(root: Path = RESULTS) -> str:
 
 def standing_edges(results: list[dict[str, Any]]) -> str:
     """Edge CPR (counterfactual, held-out prompts) of the edge-level methods: edge_level.json's rows."""
-    keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune", "ensemble", "edge-prune-raise", "ensemble-raise",
+    keys = ("sae", "actdiff", "eap", "eap-ig", "edge-prune-raise", "ensemble-raise", "edge-prune", "ensemble",
             "random")
     rows = [[_case(r), *(pmci(r["methods"].get(k, {}).get("edge_cpr_counterfactual")) for k in keys)]
             for r in results]
     header = ["edge CPR (held out)", "discrete SAE", "actdiff", "EAP", "EAP-IG", "edge-prune", "ensemble",
-              "edge-prune raise†", "ensemble raise†", "random"]
+              "edge-prune metric†", "ensemble metric†", "random"]
     return table(header, rows) if rows else ""
 
 

@@ -57,8 +57,8 @@ def compare(
         None, help="edge-prune's target: a fraction (< 1) of the graph's edges or an edge count "
                    "(default 0.1)"),
     prune_objective: str | None = typer.Option(
-        None, help="edge-prune's faithfulness term: metric (match the full model's metric, CMD's aim; "
-                   "default) | kl | raise (maximise faithfulness, CPR's aim)"),
+        None, help="edge-prune's faithfulness term: raise (maximise faithfulness, CPR's aim; default) | "
+                   "metric (match the full model's metric, CMD's aim) | kl"),
     prune_init: str | None = typer.Option(None, help="edge-prune's warm start: eap-ig (default) | zeros"),
     baseline_seeds: int | None = typer.Option(
         None, help="seeds of the stochastic baselines (patching-resample); default: --seeds"),
