@@ -12,7 +12,7 @@ from test_zoo import MajorityTask, planted_model
 from circuits.ablation import final_logits, metric_under_masks, reference_z, z_hook
 from circuits.errors import CircuitsError
 from circuits.models import load_model
-from circuits.zoo.greedy_truth import backward_greedy, greedy_ground_truth
+from circuits.zoo.greedy_truth import backward_greedy, greedy_ground_truth, removal_sizes
 from circuits.zoo.ground_truth import _edge_effects, _head_z, find_ground_truth
 from tasks import get_task
 from tasks.base import Head
@@ -63,6 +63,20 @@ def test_backward_greedy_ends_with_every_member_necessary() -> None:
     assert kept == {(0, 0), (0, 1), (0, 7)}
     assert all(scorer([kept - {h}])[0] < 0.85 * total for h in kept)
     assert rounds <= 3 and max(calls) > 1  # batches, not one set per call
+
+
+def test_a_long_prefix_of_unneeded_heads_goes_in_a_few_rounds() -> None:
+    """Removal sizes double past `batch`: 200 heads of which 5 matter shrink in O(log) rounds, not 200 / 8."""
+    assert removal_sizes(3, 8) == [1, 2, 3]
+    assert removal_sizes(100, 8) == [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64]
+    weights = {(0, i): (10.0 if i < 5 else 0.001) for i in range(200)}
+
+    def scorer(sets: list[frozenset[Head]], near: frozenset[Head] | None = None) -> list[float]:
+        return [sum(weights[h] for h in s) for s in sets]
+
+    kept, rounds = backward_greedy(scorer, frozenset(weights), lambda s: s >= 0.9 * 50.2,  # type: ignore[arg-type]
+                                   batch=8)
+    assert kept == {(0, i) for i in range(5)} and rounds <= 8
 
 
 def test_greedy_agrees_with_the_reference_search_on_a_trained_model() -> None:

@@ -13,9 +13,9 @@ Procedure (recorded in `GroundTruth.method`):
    heads in one batch, then 7 evenly spaced prefixes per batch between the last invalid and the first
    valid one.
 4. Batched backward greedy: score every leave-one-out set of S in one batch; order the members by the
-   score without them (least needed first); score S minus the first k of them for k = 1..`batch` in one
-   batch and keep the largest valid k. Repeat until no single removal keeps S valid: then every member is
-   necessary (the last batch of leave-one-outs proves it).
+   score without them (least needed first); score S minus the first k of them for k = 1..`batch`, then
+   2 batch, 4 batch, ... below |S|, in one batch and keep the largest valid k. Repeat until no single
+   removal keeps S valid: then every member is necessary (the last batch of leave-one-outs proves it).
 5. Minimality check (as the reference search): every subset one head smaller of a pool (S plus the
    ranking's top heads up to `pool_size`) is scored when there are at most `max_exhaustive`; a valid one
    replaces S (step 4 again) and the check repeats.
@@ -48,9 +48,18 @@ from tasks.base import GroundTruth, Head, PromptSet, Task
 
 SEARCH_NOTE = ("single-head ablation table (batched); shortest valid prefix of its ranking (batched probes); "
                "batched backward greedy (all leave-one-out sets of S in one batch, then S minus its k least "
-               "needed members for k = 1..batch in one batch, largest valid k kept; repeated until every "
-               "member is necessary); then every subset one head smaller drawn from a candidate pool scored "
-               "(repeated while one is valid)")
+               "needed members for k = 1..batch, 2 batch, 4 batch, ... < |S| in one batch, largest valid k "
+               "kept; repeated until every member is necessary); then every subset one head smaller drawn "
+               "from a candidate pool scored (repeated while one is valid)")
+
+
+def removal_sizes(n_members: int, batch: int) -> list[int]:
+    """How many of the least needed members one round tries to remove at once: 1..batch, then doubling
+    (2 batch, 4 batch, ...) below n_members, so a long valid prefix shrinks in a few rounds, not n / batch."""
+    ks = list(range(1, min(batch, n_members) + 1))
+    while ks[-1] * 2 < n_members:
+        ks.append(ks[-1] * 2)
+    return ks
 
 
 def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool], batch: int
@@ -65,11 +74,11 @@ def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[fl
         order = sorted(range(len(members)), key=lambda i: (-loo[i], i))  # least needed first
         if not valid(loo[order[0]]):
             break
-        ks = list(range(1, min(batch, len(members)) + 1))
+        ks = removal_sizes(len(members), batch)
         cands = [heads - {members[order[j]] for j in range(k)} for k in ks]
         scores = scorer(cands, near=heads)
-        best = max(k for k, s in zip(ks, scores, strict=True) if valid(s) or k == 1)  # k = 1: valid above
-        heads = cands[best - 1]
+        best = max(i for i, (k, s) in enumerate(zip(ks, scores, strict=True)) if valid(s) or k == 1)
+        heads = cands[best]  # the largest valid removal (k = 1 is valid: checked above)
     return heads, rounds
 
 
