@@ -18,7 +18,9 @@ the same for every model and task:
 - ACDC bounded to the top-30 edges of an EAP pass (KL distance, paired corruption) on the first 4 fitting
   prompts: an edge test is ~3 CPU s on SmolLM2, so top-100 would cost ~5 min per task and top-1000 ~55 min;
 - edge-prune: warm start from the EAP-IG run above (its cost added), 5 seeds x 10 steps at batch 4 (lr 0.1,
-  target 10 % of edges): NOT the 200-step default, which alone takes ~15 CPU-min per seed on SmolLM2;
+  target 10 % of edges): NOT the 200-step default, which alone takes ~13 CPU-min per seed on SmolLM2 IOI
+  (benchmarks/edge_prune_cost.py); both objectives, "raise" (the default, key edge-prune-raise) and
+  "metric" (key edge-prune: the keys predate the switch of the default);
 - ensemble: mean normalised rank of |EAP-IG|, edge-prune and |EAP|, one per edge-prune seed;
 - counterfactual edge CPR/CMD for every ranking; the mean intervention and node CPR/CMD for the issue-23
   methods (sae, actdiff, eap, eap-ig, patching, acdc) only, not for edge-prune / ensemble (budget);
