@@ -41,6 +41,7 @@ from circuits.evaluation.mib import INTERVENTIONS, RANDOM, mib_scores, random_fl
 from circuits.methods import SELECTION_NOTE
 from circuits.methods.acdc import ACDC_EDGES
 from circuits.methods.edge_prune import INIT as PRUNE_INIT
+from circuits.methods.edge_prune import LR as PRUNE_LR
 from circuits.methods.edge_prune import OBJECTIVE as PRUNE_OBJECTIVE
 from circuits.methods.edge_prune import PROMPT_SEED_OFFSET, PRUNE_PROMPTS, check_prune_options
 from circuits.methods.edge_prune import STEPS as PRUNE_STEPS
@@ -93,6 +94,7 @@ class CompareConfig:
     prune_target: float = PRUNE_TARGET  # its target: a fraction (< 1) of the edges or an edge count
     prune_objective: str = PRUNE_OBJECTIVE  # its faithfulness term (circuits.methods.edge_prune.OBJECTIVES)
     prune_init: str = PRUNE_INIT  # its warm start
+    prune_lr: float = PRUNE_LR  # its Adam learning rate on the gate logits
 
     def validate(self) -> None:
         self.find.validate()
@@ -112,7 +114,8 @@ class CompareConfig:
             raise CircuitsError(f"--baseline-seeds must be at least 1, got {self.baseline_seeds}")
         if self.acdc_distance not in ("kl", "metric"):
             raise CircuitsError(f"unknown ACDC distance '{self.acdc_distance}' (kl, metric)")
-        check_prune_options(self.prune_steps, self.prune_target, self.prune_objective, self.prune_init)
+        check_prune_options(self.prune_steps, self.prune_target, self.prune_objective, self.prune_init,
+                            self.prune_lr)
         for m in self.methods:
             get_method(m)
 
@@ -126,7 +129,7 @@ def _one_run(method: str, task: Task, loaded: LoadedModel, config: CompareConfig
                "acdc_edges": config.acdc_edges, "acdc_budget": config.acdc_budget,
                "patching_prompts": config.patching_prompts, "prune_steps": config.prune_steps,
                "prune_target": config.prune_target, "prune_objective": config.prune_objective,
-               "prune_init": config.prune_init}
+               "prune_init": config.prune_init, "prune_lr": config.prune_lr}
     run = get_method(method).run(MethodInput(task=task, loaded=loaded, find=find, seed=seed, options=options))
     return {"node_scores": run.node_scores, "selected": run.selected, "edge_scores": run.edge_scores,
             "seconds": run.seconds, "forward": run.forward, "backward": run.backward, "details": run.details,

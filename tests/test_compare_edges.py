@@ -56,7 +56,8 @@ def test_bad_acdc_bounds_are_one_line_errors(field, value, message):
 @pytest.mark.parametrize("field, value, message", [("prune_steps", -1, "--prune-steps"),
                                                    ("prune_target", 0.0, "--prune-target"),
                                                    ("prune_objective", "best", "--prune-objective"),
-                                                   ("prune_init", "eap", "--prune-init")])
+                                                   ("prune_init", "eap", "--prune-init"),
+                                                   ("prune_lr", float("nan"), "--prune-lr")])
 def test_bad_edge_prune_options_are_one_line_errors(field, value, message):
     with pytest.raises(CircuitsError, match=message):
         CompareConfig(methods=("edge-prune",), **{field: value}).validate()
@@ -66,10 +67,10 @@ def test_edge_prune_options_reach_the_method(planted):
     task, loaded, _ = planted
     config = CompareConfig(methods=("edge-prune",), seeds=1, find=FAST_FIND, mib_prompts=4, mib_random=0,
                            edge_mib=False, prune_steps=3, prune_target=5, prune_objective="raise",
-                           prune_init="zeros")
+                           prune_init="zeros", prune_lr=0.05)
     details = compare_methods(task, loaded, config)["methods"]["edge-prune"]["runs"][0]["details"]
-    assert (details["steps"], details["objective"], details["init"], details["target_edges"]) == (
-        3, "raise", "zeros", 5)
+    assert (details["steps"], details["objective"], details["init"], details["target_edges"], details["lr"]) \
+        == (3, "raise", "zeros", 5, 0.05)
 
 
 def test_eval_seed_scores_cpr_on_prompts_no_method_fitted_on(planted):

@@ -60,12 +60,23 @@ def test_find_method_writes_exports_and_report(tmp_path):
     (["--method", "eap", "--seeds", "2"], "--seeds is an option of the discrete-SAE method"),
     (["--method", "eap", "--hook", "z"], "--hook is an option of the discrete-SAE method and actdiff"),
     (["--method", "sae-pair", "--score", "mass"], "contradicts --method sae-pair"),
+    (["--method", "eap", "--prune-steps", "5"], "--prune-steps is an option of edge-prune and ensemble"),
+    (["--method", "edge-prune", "--prune-objective", "best"], "unknown --prune-objective 'best'"),
+    (["--method", "ensemble", "--prune-lr", "0"], "--prune-lr must be positive"),
 ])
 def test_bad_method_options_are_one_line_and_exit_2(args, fragment):
     res = run("find", "--task", "ioi", "--model", "tiny-ioi", *args)
     assert res.exit_code == 2, res.output
     assert fragment in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_find_passes_the_prune_options_to_edge_prune():
+    res = run("find", "--task", "ioi", "--model", "tiny-ioi", "--method", "edge-prune", "--prune-steps", "2",
+              "--prune-lr", "0.05", "--prune-objective", "metric", "--json", *FAST)
+    assert res.exit_code == 0, res.output
+    details = json.loads(res.stdout)["method"]["details"]
+    assert (details["steps"], details["lr"], details["objective"]) == (2, 0.05, "metric")
 
 
 def test_find_circuit_with_a_baseline_keeps_its_scores_and_selection(planted):

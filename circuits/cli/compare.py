@@ -20,6 +20,14 @@ from circuits.cli.common import (
     user_errors,
 )
 from circuits.cli.common import out as results  # tables on stdout, progress on stderr
+from circuits.cli.prune_options import (
+    prune_init_option,
+    prune_lr_option,
+    prune_objective_option,
+    prune_overrides,
+    prune_steps_option,
+    prune_target_option,
+)
 from circuits.discovery.config import FindConfig
 
 ABLATIONS = ("mean", "resample", "zero")
@@ -51,15 +59,11 @@ def compare(
     patching_prompts: int = typer.Option(
         0, help="patching runs on the first N scoring prompts (one pass per head: the slowest after ACDC); "
                 "0: all"),
-    prune_steps: int | None = typer.Option(
-        None, help="edge-prune / ensemble: mask training steps (default 200; ~4.6 CPU s each on SmolLM2)"),
-    prune_target: float | None = typer.Option(
-        None, help="edge-prune's target: a fraction (< 1) of the graph's edges or an edge count "
-                   "(default 0.1)"),
-    prune_objective: str | None = typer.Option(
-        None, help="edge-prune's faithfulness term: raise (maximise faithfulness, CPR's aim; default) | "
-                   "metric (match the full model's metric, CMD's aim) | kl"),
-    prune_init: str | None = typer.Option(None, help="edge-prune's warm start: eap-ig (default) | zeros"),
+    prune_steps: int | None = prune_steps_option(),
+    prune_target: float | None = prune_target_option(),
+    prune_objective: str | None = prune_objective_option(),
+    prune_init: str | None = prune_init_option(),
+    prune_lr: float | None = prune_lr_option(),
     baseline_seeds: int | None = typer.Option(
         None, help="seeds of the stochastic baselines (patching-resample); default: --seeds"),
     mib_prompts: int = typer.Option(50, help="CPR/CMD (MIB) on the first N scoring prompts; 0: not computed"),
@@ -107,9 +111,8 @@ def compare(
                            acdc_budget=acdc_budget, edge_mib=edge_mib, eval_seed=eval_seed)
     if acdc_edges is not None:
         config = replace(config, acdc_edges=acdc_edges)
-    prune: dict[str, Any] = {"prune_steps": prune_steps, "prune_target": prune_target,
-                             "prune_objective": prune_objective, "prune_init": prune_init}
-    config = replace(config, **{k: v for k, v in prune.items() if v is not None})
+    config = replace(config, **prune_overrides(prune_steps, prune_target, prune_objective, prune_init,
+                                               prune_lr))
     config.validate()
     check_rule(selection)
     task_obj = get_task(task)

@@ -26,6 +26,15 @@ from circuits.cli.common import (
     progress_display,
     user_errors,
 )
+from circuits.cli.prune_options import (
+    PRUNE_METHODS,
+    prune_init_option,
+    prune_lr_option,
+    prune_objective_option,
+    prune_overrides,
+    prune_steps_option,
+    prune_target_option,
+)
 from circuits.discovery.config import FindConfig, default
 from circuits.errors import CircuitsError
 
@@ -71,6 +80,11 @@ def find(
     edges: bool = config_option(FindConfig, "edges"),
     faithfulness: bool = config_option(FindConfig, "faithfulness"),
     method: str = typer.Option("sae", "--method", help=METHOD_HELP),
+    prune_steps: int | None = prune_steps_option(),
+    prune_target: float | None = prune_target_option(),
+    prune_objective: str | None = prune_objective_option(),
+    prune_init: str | None = prune_init_option(),
+    prune_lr: float | None = prune_lr_option(),
     out_dir: Path | None = typer.Option(None, "--out", help="directory for result.json and graph exports"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -105,6 +119,8 @@ def find(
     if n_seeds < 1:
         raise CircuitsError(f"--seeds must be positive, got {n_seeds}")
     method, overrides = resolve_method(method, options, n_seeds)
+    prune = check_prune_flags(method, prune_overrides(prune_steps, prune_target, prune_objective, prune_init,
+                                                      prune_lr))
     if overrides:  # an SAE variant: its FindConfig fields
         config = replace(config, **overrides)
         config.validate()
@@ -145,7 +161,8 @@ def find(
             result, stability = find_with_seeds(task_obj, loaded, config, n_seeds, progress=report)
             result.extra["stability"] = stability
         else:
-            result = find_circuit_with(task_obj, loaded, config, method, _method_options(), progress=report)
+            result = find_circuit_with(task_obj, loaded, config, method, _method_options(prune),
+                                       progress=report)
     if "method" not in result.extra:  # --seeds ran the pipeline itself
         from circuits.methods.registry import get_method
 
@@ -213,15 +230,30 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _method_options() -> dict[str, Any]:
+def check_prune_flags(method: str, prune: dict[str, Any]) -> dict[str, Any]:
+    """The --prune-* options the user set, refused in one line for a method that does not read them and
+    checked (with the method's defaults for the unset ones) before the model loads."""
+    if not prune:
+        return prune
+    if method not in PRUNE_METHODS:
+        raise CircuitsError(f"--{_flag(next(iter(prune)))} is an option of {' and '.join(PRUNE_METHODS)}; "
+                            f"--method {method} does not use it")
+    from circuits.methods.edge_prune import prune_options
+
+    prune_options(prune)
+    return prune
+
+
+def _method_options(prune: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a baseline is given besides the prompts: compare's defaults (ACDC on the first 100 scoring
-    prompts, KL distance), so `find --method M` is compare's run of M."""
+    prompts, KL distance) and the --prune-* options given, so `find --method M` is compare's run of M."""
     from circuits.compare import CompareConfig
 
     return {"acdc_prompts": default(CompareConfig, "acdc_prompts"),
             "distance": default(CompareConfig, "acdc_distance"), "patching_prompts": 0,
             **{name: default(CompareConfig, name)
-               for name in ("prune_steps", "prune_target", "prune_objective", "prune_init")}}
+               for name in ("prune_steps", "prune_target", "prune_objective", "prune_init", "prune_lr")},
+            **(prune or {})}
 
 
 def claim_find_outputs(out_dir: Path | None, report_path: Path | None, n_seeds: int, overwrite: bool) -> None:

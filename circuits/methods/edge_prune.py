@@ -300,7 +300,7 @@ def node_scores_from_edges(graph: ComputeGraph, log_alpha: torch.Tensor) -> torc
 
 
 # ---- the registered method -----------------------------------------------------------------------------
-def check_prune_options(steps: int, target: float, objective: str, init: str) -> None:
+def check_prune_options(steps: int, target: float, objective: str, init: str, lr: float = LR) -> None:
     """The user-facing options of edge-prune, checked before any work: one CircuitsError line naming the flag
     (compare checks them up front, before the model loads; the registered method again)."""
     if steps < 0 or target <= 0:
@@ -310,6 +310,8 @@ def check_prune_options(steps: int, target: float, objective: str, init: str) ->
         raise CircuitsError(f"unknown --prune-objective '{objective}' ({', '.join(OBJECTIVES)})")
     if init not in INITS:
         raise CircuitsError(f"unknown --prune-init '{init}' ({', '.join(INITS)})")
+    if not lr > 0:  # also refuses nan
+        raise CircuitsError(f"--prune-lr must be positive, got {lr}")
 
 
 def prune_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -317,8 +319,9 @@ def prune_options(options: dict[str, Any]) -> dict[str, Any]:
     prune_init, prune_prompts, prune_objective)."""
     steps, target = int(options.get("prune_steps", STEPS)), float(options.get("prune_target", TARGET))
     objective, init = str(options.get("prune_objective", OBJECTIVE)), str(options.get("prune_init", INIT))
-    check_prune_options(steps, target, objective, init)
-    return {"steps": steps, "lr": float(options.get("prune_lr", LR)), "target_edges": target, "init": init,
+    lr = float(options.get("prune_lr", LR))
+    check_prune_options(steps, target, objective, init, lr)
+    return {"steps": steps, "lr": lr, "target_edges": target, "init": init,
             "n_prompts": int(options.get("prune_prompts", PRUNE_PROMPTS)), "objective": objective}
 
 
