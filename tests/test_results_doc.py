@@ -102,3 +102,26 @@ def test_a_partial_edge_level_run_lays_its_fields_over_the_stored_row():
     assert merged["partial_runs"][-1]["command"] == "second"
     assert merged["metric"] == old["metric"]
     assert module.merge_result(None, new) is new
+
+
+def test_ground_truth_section_lists_every_searched_truth_with_its_cost(tmp_path):
+    """The truths section reads circuits/truths itself: a new searched file is a new row, with its prompts,
+    faithfulness and seconds; a truth without a search record (the tiny models') is left out."""
+    import json
+
+    rr = _renderer()
+    shipped = sorted((ROOT / "circuits" / "truths").glob("smollm2-135m/ioi.*.json"))
+    for path in shipped:  # a scratch copy of the real records, one of them edited
+        record = json.loads(path.read_text())
+        if record["ablation"] == "resample":
+            record["search"]["seconds"] = 4321.0
+        (tmp_path / "smollm2-135m").mkdir(exist_ok=True)
+        (tmp_path / "smollm2-135m" / path.name).write_text(json.dumps(record))
+    tiny = ROOT / "circuits" / "truths" / "tiny-ioi" / "ioi.mean.json"
+    (tmp_path / "tiny-ioi").mkdir()
+    (tmp_path / "tiny-ioi" / tiny.name).write_text(tiny.read_text())
+    rows = [line for line in rr.ground_truths_markdown(tmp_path).splitlines() if line.startswith("| smollm2")]
+    assert len(rows) == len(shipped) == 2
+    resample = next(r for r in rows if "| resample |" in r)
+    assert "| 4321 |" in resample and "| 40 |" in resample
+    assert "tiny-ioi" not in rr.ground_truths_markdown(tmp_path)
