@@ -16,6 +16,8 @@ Procedure (recorded in `GroundTruth.method`):
    score without them (least needed first); score S minus the first k of them for k = 1..`batch`, then
    2 batch, 4 batch, ... below |S|, in one batch and keep the largest valid k. Repeat until no single
    removal keeps S valid: then every member is necessary (the last batch of leave-one-outs proves it).
+   While |S| > `lazy_above` (64), a round first tries the next members of the last order and scores new
+   leave-one-outs only when none of those removals is valid (`backward_greedy`).
 5. Minimality check (as the reference search): every subset one head smaller of a pool (S plus the
    ranking's top heads up to `pool_size`) is scored when there are at most `max_exhaustive`; a valid one
    replaces S (step 4 again) and the check repeats.
@@ -49,7 +51,9 @@ from tasks.base import GroundTruth, Head, PromptSet, Task
 SEARCH_NOTE = ("single-head ablation table (batched); shortest valid prefix of its ranking (batched probes); "
                "batched backward greedy (all leave-one-out sets of S in one batch, then S minus its k least "
                "needed members for k = 1..batch, 2 batch, 4 batch, ... < |S| in one batch, largest valid k "
-               "kept; repeated until every member is necessary); then every subset one head smaller drawn "
+               "kept; repeated until every member is necessary; while |S| > lazy_above a round first "
+               "removes along the last leave-one-out order and scores new leave-one-outs only when that "
+               "fails); then every subset one head smaller drawn "
                "from a candidate pool scored (repeated while one is valid)")
 
 
@@ -62,13 +66,34 @@ def removal_sizes(n_members: int, batch: int) -> list[int]:
     return ks
 
 
-def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool], batch: int
-                    ) -> tuple[frozenset[Head], int]:
+# above this many members a round may reuse the last leave-one-out order instead of scoring |S| new sets
+LAZY_ABOVE = 64
+
+
+def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[float], bool], batch: int,
+                    lazy_above: int = LAZY_ABOVE) -> tuple[frozenset[Head], int]:
     """Step 4: remove members in batched rounds until each is necessary -> (set, rounds). Both batches of a
-    round continue S's own run from the first removed head's layer (about half a pass per set)."""
+    round continue S's own run from the first removed head's layer (about half a pass per set).
+
+    Lazy order: while |S| > lazy_above, a round first tries removing the next least-needed members of the
+    last leave-one-out order (one batch of removal sizes, no new leave-one-outs); only when none of those
+    removals is valid does it score every leave-one-out set afresh. Why: on a long valid prefix (246 heads
+    of SmolLM2 under resample ablation) the leave-one-out batches are most of the search. From lazy_above
+    down every round scores its leave-one-outs, so the result still ends with every member necessary.
+    """
     rounds = 0
+    stale: list[Head] = []  # least needed first, from the last leave-one-out batch; members of S only
     while heads:
         rounds += 1
+        if len(heads) > lazy_above and stale:
+            ks = removal_sizes(len(stale), batch)
+            cands = [heads - set(stale[:k]) for k in ks]
+            scores = scorer(cands, near=heads)
+            ok = [i for i, sc in enumerate(scores) if valid(sc)]
+            if ok:
+                best = max(ok)
+                heads, stale = cands[best], stale[ks[best]:]
+                continue
         members = sorted(heads)
         loo = scorer([heads - {h} for h in members], near=heads)
         order = sorted(range(len(members)), key=lambda i: (-loo[i], i))  # least needed first
@@ -79,6 +104,7 @@ def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[fl
         scores = scorer(cands, near=heads)
         best = max(i for i, (k, s) in enumerate(zip(ks, scores, strict=True)) if valid(s) or k == 1)
         heads = cands[best]  # the largest valid removal (k = 1 is valid: checked above)
+        stale = [members[j] for j in order[ks[best]:]]
     return heads, rounds
 
 
@@ -93,12 +119,14 @@ def greedy_ground_truth(model: HookedTransformer, task: Task, prompts: PromptSet
                         edge_threshold: float = 0.02, max_rows: int = 1024, batch: int = 8,
                         method_notes: dict[str, Any] | None = None, progress: Progress | None = None,
                         threads: int | None = 1, ablation: AblationMethod = "mean", seed: int = 0,
-                        ranking: list[Head] | None = None) -> GroundTruthResult:
+                        ranking: list[Head] | None = None, lazy_above: int = LAZY_ABOVE
+                        ) -> GroundTruthResult:
     """Search a valid head set of `model` on `task` whose every member is necessary (module docstring).
 
     batch: how many removal sizes one round of the backward greedy tries at once.
     ranking: every head, most important first, instead of this run's single-head table (e.g. the table of
     a search on the same prompts under another ablation).
+    lazy_above: above this many members the backward greedy may reuse its last leave-one-out order.
     """
     if edges and ablation not in ("mean", "zero"):
         raise CircuitsError(f"ground-truth edges are measured under mean or zero ablation, not '{ablation}' "
@@ -110,13 +138,13 @@ def greedy_ground_truth(model: HookedTransformer, task: Task, prompts: PromptSet
         raise CircuitsError(f"batch must be positive, got {batch}")
     with torch_threads(threads):
         return _search(model, task, prompts, threshold, pool_size, max_exhaustive, edges, edge_threshold,
-                       max_rows, batch, method_notes, progress, ablation, seed, ranking)
+                       max_rows, batch, method_notes, progress, ablation, seed, ranking, lazy_above)
 
 
 def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold: float, pool_size: int,
             max_exhaustive: int, edges: bool, edge_threshold: float, max_rows: int, batch: int,
             method_notes: dict[str, Any] | None, progress: Progress | None, ablation: AblationMethod,
-            seed: int, given_ranking: list[Head] | None) -> GroundTruthResult:
+            seed: int, given_ranking: list[Head] | None, lazy_above: int) -> GroundTruthResult:
     started, cpu_started = time.perf_counter(), time.process_time()
     stage_seconds: dict[str, float] = {}
 
@@ -146,7 +174,7 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
 
     prefix = _first_valid_prefix(scorer, ranking, valid, every_prefix=False)
     lap("shortest valid prefix")
-    best, rounds = backward_greedy(scorer, prefix, valid, batch)
+    best, rounds = backward_greedy(scorer, prefix, valid, batch, lazy_above)
     greedy = best
     lap("backward greedy")
 
@@ -164,7 +192,8 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
         ok = [i for i, s in enumerate(smaller) if valid(scores[i])]
         if not ok:
             break
-        best, more = backward_greedy(scorer, smaller[max(ok, key=lambda i: (scores[i], -i))], valid, batch)
+        best, more = backward_greedy(scorer, smaller[max(ok, key=lambda i: (scores[i], -i))], valid, batch,
+                                     lazy_above)
         rounds += more
     lap("minimality check")
 
@@ -197,7 +226,7 @@ def _search(model: HookedTransformer, task: Task, prompts: PromptSet, threshold:
         "score": "mean task metric over the positive prompts with every head outside the set ablated",
         "criterion": f"normalized = (S - empty) / (full - empty) >= {threshold} AND ratio = S / full "
                      f">= {threshold}; every member necessary",
-        "threshold": threshold, "search": SEARCH_NOTE, "batch": batch,
+        "threshold": threshold, "search": SEARCH_NOTE, "batch": batch, "lazy_above": lazy_above,
         "pool_size": pool_size, "max_exhaustive": max_exhaustive,
         "n_prompts": len(prompts), "seq_len": prompts.seq_len,
         "edges": (f"direct path a->b (q, k, v inputs) mean-ablated in the circuit-only model; kept when "
