@@ -86,26 +86,29 @@ def backward_greedy(scorer: _Scorer, heads: frozenset[Head], valid: Callable[[fl
     while heads:
         rounds += 1
         if len(heads) > lazy_above and stale:
-            ks = removal_sizes(len(stale), batch)
-            cands = [heads - set(stale[:k]) for k in ks]
-            scores = scorer(cands, near=heads)
-            ok = [i for i, sc in enumerate(scores) if valid(sc)]
-            if ok:
-                best = max(ok)
-                heads, stale = cands[best], stale[ks[best]:]
+            k = _largest_valid_removal(scorer, heads, stale, valid, batch, first_known_valid=False)
+            if k:
+                heads, stale = heads - set(stale[:k]), stale[k:]
                 continue
         members = sorted(heads)
         loo = scorer([heads - {h} for h in members], near=heads)
-        order = sorted(range(len(members)), key=lambda i: (-loo[i], i))  # least needed first
-        if not valid(loo[order[0]]):
+        order = [members[i] for i in sorted(range(len(members)), key=lambda i: (-loo[i], i))]  # least needed
+        if not valid(max(loo)):  # even the least needed member is necessary
             break
-        ks = removal_sizes(len(members), batch)
-        cands = [heads - {members[order[j]] for j in range(k)} for k in ks]
-        scores = scorer(cands, near=heads)
-        best = max(i for i, (k, s) in enumerate(zip(ks, scores, strict=True)) if valid(s) or k == 1)
-        heads = cands[best]  # the largest valid removal (k = 1 is valid: checked above)
-        stale = [members[j] for j in order[ks[best]:]]
+        # k = 1 is valid: its set was just scored as a leave-one-out
+        k = _largest_valid_removal(scorer, heads, order, valid, batch, first_known_valid=True)
+        heads, stale = heads - set(order[:k]), order[k:]
     return heads, rounds
+
+
+def _largest_valid_removal(scorer: _Scorer, heads: frozenset[Head], order: list[Head],
+                           valid: Callable[[float], bool], batch: int, first_known_valid: bool) -> int:
+    """How many of `order`'s first members (least needed first) S can lose at once and stay valid, trying
+    every `removal_sizes` in one batch -> the largest valid k, 0 when none is."""
+    ks = removal_sizes(len(order), batch)
+    scores = scorer([heads - set(order[:k]) for k in ks], near=heads)
+    return max((k for k, sc in zip(ks, scores, strict=True) if valid(sc) or (k == 1 and first_known_valid)),
+               default=0)
 
 
 def post_attention_norm(model: HookedTransformer) -> bool:
